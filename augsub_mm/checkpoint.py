@@ -1,0 +1,60 @@
+"""Let mmengine checkpoints load under torch's safe (``weights_only``) loader.
+
+torch >= 2.6 refuses any pickled global that is not allow-listed, and every
+mmengine training checkpoint holds a message hub with ``HistoryBuffer``
+objects and numpy arrays/scalars (mmengine issue 1655), so ``--resume`` and
+``load_from`` fail. We allow exactly the globals such a checkpoint needs, and
+keep the safe loader on: a checkpoint that pickles anything else (a callable
+that runs a command, say) is still refused.
+"""
+import numpy as np
+import torch
+from mmengine.logging import HistoryBuffer
+
+_HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_getattr(obj, name):
+    """Stand-in for ``builtins.getattr`` in checkpoints.
+
+    mmengine pickles the statistics methods of ``HistoryBuffer`` as
+    ``getattr(HistoryBuffer, 'mean')``; a general ``getattr`` would let a
+    crafted checkpoint reach any attribute (``__init__.__globals__``, ...),
+    so only those lookups are answered.
+    """
+    if obj is HistoryBuffer and (name in _HISTORY_BUFFER_METHODS
+                                 or name in HistoryBuffer._statistics_methods):
+        return getattr(obj, name)
+    raise RuntimeError(
+        f'Refusing getattr({obj!r}, {name!r}) while loading a checkpoint: '
+        'only HistoryBuffer statistics methods are allowed.')
+
+
+def _numpy_globals():
+    # numpy >= 2 pickles through numpy._core, numpy 1.x through numpy.core.
+    core = 'numpy._core' if hasattr(np, '_core') else 'numpy.core'
+    multiarray = np._core.multiarray if hasattr(np, '_core') \
+        else np.core.multiarray
+    found = [
+        (multiarray._reconstruct, f'{core}.multiarray._reconstruct'),
+        (multiarray.scalar, f'{core}.multiarray.scalar'),
+        np.ndarray,
+        np.dtype,
+    ]
+    dtypes = getattr(np, 'dtypes', None)  # numpy >= 1.25
+    if dtypes is not None:
+        found += [getattr(dtypes, name) for name in dir(dtypes)
+                  if name.endswith('DType')]
+    return found
+
+
+def safe_globals() -> list:
+    """The allow-list: what an mmengine training checkpoint pickles."""
+    return [HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr'),
+            *_numpy_globals()]
+
+
+def register_checkpoint_globals() -> None:
+    """Allow-list the globals of mmengine checkpoints for ``torch.load``."""
+    if hasattr(torch.serialization, 'add_safe_globals'):
+        torch.serialization.add_safe_globals(safe_globals())

@@ -1,0 +1,3 @@
+from .augsub_classifier import AugSubClassifier
+
+__all__ = ['AugSubClassifier']

@@ -1,0 +1,58 @@
+"""Plain ViT family: mmpretrain's VisionTransformer, DeiT3 and DeiT."""
+from typing import List, Tuple
+
+import torch.nn as nn
+from mmpretrain.models.backbones import (DeiT3, DistilledVisionTransformer,
+                                         VisionTransformer)
+
+from .base import BackboneFamily, iter_modules_of
+
+# Output types whose value is still exact when patch tokens are dropped:
+# the class token, or the mean over the tokens that were kept.
+TOKEN_DROP_OUT_TYPES = ('cls_token', 'avg_featmap')
+
+
+class ViTFamily(BackboneFamily):
+    """Token sequence after position embedding; prefix tokens always kept.
+
+    AugMask drops patch tokens right after ``drop_after_pos``: every later
+    layer works on any sequence length, and no compute is spent on the
+    dropped tokens.
+    """
+
+    name = 'ViT'
+    masking = 'token_drop'
+    # Exact classes: a subclass (BEiT, EVA-02, ...) may add relative position
+    # biases or rope that do not survive token dropping.
+    backbone_types = (VisionTransformer, DeiT3, DistilledVisionTransformer)
+
+    @classmethod
+    def matches(cls, backbone: nn.Module) -> bool:
+        return type(backbone) in cls.backbone_types
+
+    def check_masking(self, masking: str) -> None:
+        if masking == 'input':
+            return
+        if masking != 'token_drop':
+            super().check_masking(masking)
+        out_type = self.backbone.out_type
+        if out_type not in TOKEN_DROP_OUT_TYPES:
+            raise ValueError(
+                f"AugMask token dropping cannot form backbone.out_type="
+                f"'{out_type}' from a subset of the tokens. Set "
+                f'backbone.out_type to one of {TOKEN_DROP_OUT_TYPES}, or use '
+                "AugMask(masking='input') to mask the input image instead.")
+
+    def token_drop_site(self) -> Tuple[nn.Module, int]:
+        # DeiT3 adds the class token after `drop_after_pos`; VisionTransformer
+        # and DeiT before it.
+        prefix = 0 if isinstance(self.backbone, DeiT3) else \
+            self.backbone.num_extra_tokens
+        if getattr(self.backbone, 'cls_token', None) is None:
+            prefix = 0
+        return self.backbone.drop_after_pos, prefix
+
+    def dropout_layers(self) -> List[nn.Dropout]:
+        # proj_drop of the attention and the two FFN dropouts of every block;
+        # attention-probability dropout is a float in mmpretrain, untouched.
+        return list(iter_modules_of(self.backbone.layers, nn.Dropout))

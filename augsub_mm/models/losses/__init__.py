@@ -1,0 +1,3 @@
+from .augsub_loss import AugSubLoss
+
+__all__ = ['AugSubLoss']

@@ -1,0 +1,89 @@
+"""Pure masking functions used by AugMask (no module state, easy to test)."""
+import math
+
+import torch
+
+
+def num_kept(length: int, ratio: float) -> int:
+    """Tokens (or patches) kept out of ``length`` at mask ``ratio``."""
+    return int(length * (1 - ratio))
+
+
+def random_keep_indices(batch: int, length: int, keep: int,
+                        device: torch.device) -> torch.Tensor:
+    """``(batch, keep)`` indices in ``[0, length)``, drawn independently per
+    sample, without repetition, in ascending order."""
+    noise = torch.rand(batch, length, device=device)
+    # Sorting the kept indices keeps the spatial order of the tokens; it is
+    # irrelevant to the maths but makes masks easy to look at.
+    return noise.topk(keep, dim=1, largest=False).indices.sort(dim=1).values
+
+
+def drop_tokens(x: torch.Tensor, ratio: float, num_prefix_tokens: int = 0,
+                keep_indices: torch.Tensor = None) -> torch.Tensor:
+    """Randomly drop ``ratio`` of the patch tokens of every sample.
+
+    Args:
+        x (Tensor): Tokens of shape (B, N, C); the first
+            ``num_prefix_tokens`` (class token, ...) are always kept.
+        ratio (float): Fraction of patch tokens to drop, in [0, 1).
+        num_prefix_tokens (int): Tokens in front of the patch tokens.
+        keep_indices (Tensor, optional): (B, K) patch-token indices to keep;
+            drawn at random when None.
+
+    Returns:
+        Tensor: (B, num_prefix_tokens + int(L * (1 - ratio)), C), where
+        ``L = N - num_prefix_tokens``.
+
+    Examples:
+        >>> x = torch.rand(2, 1 + 196, 384)
+        >>> drop_tokens(x, 0.5, num_prefix_tokens=1).shape
+        torch.Size([2, 99, 384])
+    """
+    B, N, C = x.shape
+    length = N - num_prefix_tokens
+    if keep_indices is None:
+        keep = num_kept(length, ratio)
+        if keep < 1:
+            raise ValueError(
+                f'AugMask ratio {ratio} keeps no token out of {length}; '
+                'lower the ratio or use larger inputs.')
+        keep_indices = random_keep_indices(B, length, keep, x.device)
+    patches = x[:, num_prefix_tokens:].gather(
+        1, keep_indices.unsqueeze(-1).expand(-1, -1, C))
+    return torch.cat([x[:, :num_prefix_tokens], patches], dim=1)
+
+
+def block_mask(batch: int, grid_h: int, grid_w: int, ratio: float,
+               device: torch.device) -> torch.Tensor:
+    """(B, grid_h, grid_w) bool mask, True where masked; exactly
+    ``grid_h * grid_w - int(grid_h * grid_w * (1 - ratio))`` blocks masked
+    in every sample, chosen independently per sample."""
+    n = grid_h * grid_w
+    num_masked = n - num_kept(n, ratio)
+    ranks = torch.rand(batch, n, device=device).argsort(dim=1).argsort(dim=1)
+    return (ranks < num_masked).view(batch, grid_h, grid_w)
+
+
+def expand_block_mask(mask: torch.Tensor, block: int, height: int,
+                      width: int) -> torch.Tensor:
+    """Blow a (B, gh, gw) block mask up to (B, height, width) pixels/tokens.
+    Border blocks that stick out of the image are cropped: a partial border
+    block counts as one block."""
+    full = mask.repeat_interleave(block, dim=1).repeat_interleave(block, dim=2)
+    return full[:, :height, :width]
+
+
+def mask_input_patches(x: torch.Tensor, ratio: float,
+                       patch_size: int = 32) -> torch.Tensor:
+    """Zero ``ratio`` of the ``patch_size`` x ``patch_size`` patches of a
+    normalised image batch (B, C, H, W); zero is the dataset mean colour.
+
+    Sizes that are not multiples of ``patch_size`` get partial patches at the
+    right and bottom border, which count like full ones.
+    """
+    B, _, H, W = x.shape
+    mask = block_mask(B, math.ceil(H / patch_size), math.ceil(W / patch_size),
+                      ratio, x.device)
+    pixels = expand_block_mask(mask, patch_size, H, W)
+    return x * (~pixels).unsqueeze(1).to(x.dtype)

@@ -1,0 +1,3 @@
+from .augsub_ddp import AugSubDistributedDataParallel
+
+__all__ = ['AugSubDistributedDataParallel']
