@@ -1,0 +1,254 @@
+"""Switch AugSub on in any MMPretrain config, and make a config safe to
+train with AugSub, without editing config files.
+
+From `Augmenting Sub-model to Improve Main Model
+<https://arxiv.org/abs/2306.11339>`_. ``tools/train.py --augsub AugMask:0.5``
+applies :func:`enable_augsub` to a model-zoo config such as
+``mmpretrain::deit3/deit3-small-p16_64xb64_in1k.py``, and always applies
+:func:`prepare_augsub_config`; :func:`setup_cpu_dist` lets the tools run
+distributed on machines without an accelerator (gloo).
+"""
+import contextlib
+import os.path as osp
+from typing import Iterator
+
+import torch
+from mmengine.config import Config
+from mmengine.device import get_device
+from mmengine.dist import init_dist
+from mmengine.registry import MODEL_WRAPPERS
+from mmengine.utils import get_installed_path, is_installed
+from mmengine.utils.dl_utils import set_multi_processing
+from torch.nn.parallel import DistributedDataParallel
+
+from .models.classifiers.augsub_classifier import SUB_MODELS
+from .models.wrappers import AugSubDistributedDataParallel
+
+DEFAULT_RATIO = 0.5
+WRAPPER = AugSubDistributedDataParallel.__name__
+SPEC_HELP = (f'TYPE[:RATIO] with TYPE one of {SUB_MODELS} and RATIO a number '
+             f'in [0, 1) (default {DEFAULT_RATIO}), e.g. AugMask:0.5')
+
+
+def resolve_config(path: str) -> str:
+    """The file of a config given as a path or as ``package::path``.
+
+    ``Config.fromfile`` reads ``mmpretrain::...`` only inside ``_base_``;
+    this resolves it to the config the package ships, so that the tools
+    accept a model-zoo config directly.
+
+    Args:
+        path (str): A config file, or e.g.
+            ``'mmpretrain::deit3/deit3-small-p16_64xb64_in1k.py'``.
+
+    Returns:
+        str: ``path`` itself if it is a file or has no ``::``, else the
+        shipped config's absolute path.
+    """
+    if osp.isfile(path) or '::' not in path:
+        return path
+    package, rel_path = path.split('::', 1)
+    if not is_installed(package):
+        raise FileNotFoundError(
+            f'Config {path!r}: package {package!r} is not installed.')
+    shipped = osp.join(get_installed_path(package), '.mim', 'configs',
+                       rel_path)
+    if not osp.isfile(shipped):
+        raise FileNotFoundError(
+            f'Config {path!r}: {package} ships no {rel_path} (looked for '
+            f'{shipped}).')
+    return shipped
+
+
+def parse_augsub(spec: str) -> dict:
+    """Parse a command-line sub-model spec ``TYPE[:RATIO]``.
+
+    Args:
+        spec (str): ``'AugMask'``, ``'AugMask:0.5'``, ``'AugPath:0.3'``, ...
+            The type is matched case-insensitively.
+
+    Returns:
+        dict: The ``augsub`` argument of ``AugSubClassifier``.
+
+    Examples:
+        >>> parse_augsub('AugPath:0.3')
+        {'type': 'AugPath', 'ratio': 0.3}
+        >>> parse_augsub('augmask')
+        {'type': 'AugMask', 'ratio': 0.5}
+    """
+    kind, sep, ratio_str = spec.strip().partition(':')
+    by_lower = {name.lower(): name for name in SUB_MODELS}
+    if kind.lower() not in by_lower:
+        raise ValueError(f'Unknown sub-model {kind!r} in --augsub {spec!r}: '
+                         f'expected {SPEC_HELP}.')
+    ratio = DEFAULT_RATIO
+    if sep:
+        try:
+            ratio = float(ratio_str)
+        except ValueError:
+            ratio = None
+        if ratio is None or not 0 <= ratio < 1:
+            raise ValueError(f'Bad ratio {ratio_str!r} in --augsub {spec!r}: '
+                             f'expected {SPEC_HELP}.')
+    return dict(type=by_lower[kind.lower()], ratio=ratio)
+
+
+def _type_name(model_type) -> str:
+    # 'mmpretrain.ImageClassifier' -> 'ImageClassifier'; lazy-import configs
+    # hold the class itself.
+    name = getattr(model_type, '__name__', model_type)
+    return str(name).split('.')[-1]
+
+
+def enable_augsub(cfg: Config, augsub: dict) -> Config:
+    """Switch AugSub on in a plain classification config, in place.
+
+    The config equivalent of the four lines a user would add to a config
+    file: ``AugSubClassifier`` instead of ``ImageClassifier``, the sub-model,
+    ``augsub_mm`` in ``custom_imports`` (so that the saved config reloads),
+    and a different random seed on each rank so that ranks draw different
+    masks. The DDP wrapper is set by :func:`prepare_augsub_config`.
+
+    Args:
+        cfg (Config): A config whose ``model.type`` is ``ImageClassifier``
+            (any model-zoo classification config) or already
+            ``AugSubClassifier`` (then only ``augsub`` is replaced).
+        augsub (dict): The sub-model, e.g. ``parse_augsub('AugMask:0.5')``.
+
+    Returns:
+        Config: ``cfg``, modified.
+
+    Examples:
+        >>> cfg = Config(dict(model=dict(type='ImageClassifier')))
+        >>> cfg = enable_augsub(cfg, dict(type='AugMask', ratio=0.5))
+        >>> cfg.model.type, cfg.randomness.diff_rank_seed
+        ('AugSubClassifier', True)
+    """
+    model = cfg.get('model')
+    model_type = _type_name(model.get('type')) if model else None
+    if model_type not in ('ImageClassifier', 'AugSubClassifier'):
+        raise ValueError(
+            f'AugSub trains image classifiers: model.type must be '
+            f"'ImageClassifier' (or 'AugSubClassifier'), got {model_type!r}. "
+            'Pick a classification config (e.g. from mmpretrain::deit3, '
+            'swin_transformer, resnet), not a self-supervised or '
+            'multi-modal one.')
+    model.type = 'AugSubClassifier'
+    model.augsub = dict(augsub)
+
+    imports = cfg.get('custom_imports') or dict(allow_failed_imports=False)
+    modules = imports.get('imports', [])
+    modules = [modules] if isinstance(modules, str) else list(modules)
+    if 'augsub_mm' not in modules:
+        modules.append('augsub_mm')
+    imports['imports'] = modules
+    cfg.custom_imports = imports
+
+    randomness = cfg.get('randomness') or dict()
+    randomness['diff_rank_seed'] = True
+    cfg.randomness = randomness
+    return cfg
+
+
+def prepare_augsub_config(cfg: Config) -> Config:
+    """Make an AugSub config train correctly under the default Runner, in
+    place; configs of other models are returned unchanged.
+
+    - ``model_wrapper_cfg`` becomes ``dict(type='AugSubDistributedDataParallel')``
+      when absent: mmengine's default DDP wrapper does its own training step
+      and would skip the sub-model.
+    - A top-level ``find_unused_parameters`` is carried into the wrapper
+      config (mmengine ignores the top-level key once a wrapper config
+      exists); a value given inside the wrapper config wins.
+
+    Args:
+        cfg (Config): A full training config.
+
+    Returns:
+        Config: ``cfg``, modified.
+
+    Raises:
+        ValueError: If the config asks for another model wrapper, or for
+            ``FlexibleRunner`` (DeepSpeed / FSDP strategies run their own
+            training step).
+    """
+    model = cfg.get('model')
+    if not model or _type_name(model.get('type')) != 'AugSubClassifier':
+        return cfg
+    runner_type = cfg.get('runner_type')
+    if runner_type is not None and _type_name(runner_type) == 'FlexibleRunner':
+        raise ValueError(
+            "AugSub supports the default Runner with DDP; this config sets "
+            "runner_type='FlexibleRunner', whose DeepSpeed/FSDP strategies "
+            'run their own training step and would skip the sub-model. '
+            'Remove runner_type and strategy to train with DDP.')
+    wrapper = cfg.get('model_wrapper_cfg') or dict(type=WRAPPER)
+    wrapper_type = _type_name(wrapper.get('type', 'MMDistributedDataParallel'))
+    if wrapper_type != WRAPPER:
+        raise ValueError(
+            f'AugSubClassifier needs model_wrapper_cfg type {WRAPPER!r}, got '
+            f'{wrapper_type!r}: other wrappers run their own training step '
+            'and skip the sub-model. Remove model_wrapper_cfg from the config '
+            f"or set model_wrapper_cfg = dict(type='{WRAPPER}') (DDP options "
+            'such as find_unused_parameters go inside it).')
+    if 'find_unused_parameters' in cfg and \
+            'find_unused_parameters' not in wrapper:
+        wrapper['find_unused_parameters'] = cfg.find_unused_parameters
+    cfg.model_wrapper_cfg = wrapper
+    return cfg
+
+
+@contextlib.contextmanager
+def _no_cuda_set_device() -> Iterator[None]:
+    set_device = torch.cuda.set_device
+    torch.cuda.set_device = lambda device: None
+    try:
+        yield
+    finally:
+        torch.cuda.set_device = set_device
+
+
+def setup_cpu_dist(cfg: Config) -> bool:
+    """Make a distributed launch work on a machine without an accelerator.
+
+    Two things in mmengine assume a GPU: ``init_dist`` calls
+    ``torch.cuda.set_device`` whatever the backend, and the Runner gives its
+    DDP wrapper ``device_ids=[LOCAL_RANK]``, which DDP rejects for a CPU
+    module. This starts the process group with the same launcher logic
+    (``pytorch``, ``slurm``, ``mpi``: rank and world size from their
+    environment variables), that call skipped and the backend forced to
+    gloo (nccl needs CUDA), and sets ``device_ids=None`` in the wrapper
+    config, in place. Call it before building the Runner, which then finds
+    the process group and skips its own ``init_dist``.
+
+    Args:
+        cfg (Config): A full config with ``launcher`` set.
+
+    Returns:
+        bool: Whether anything was done: False on a machine with an
+        accelerator or without a launcher, where the Runner does it all.
+    """
+    launcher = cfg.get('launcher', 'none')
+    if launcher == 'none' or get_device() != 'cpu':
+        return False
+    env_cfg = cfg.get('env_cfg', {})
+    # The Runner sets the start method before init_dist; do the same, so that
+    # init_dist does not choose 'spawn' and the Runner then warn about it.
+    set_multi_processing(**env_cfg.get('mp_cfg', {}), distributed=True)
+    with _no_cuda_set_device():
+        init_dist(launcher, **dict(env_cfg.get('dist_cfg', {}),
+                                   backend='gloo'))
+    wrapper = cfg.get('model_wrapper_cfg')
+    if wrapper is None:
+        # mmengine's default wrapper, as Runner.wrap_model builds it.
+        wrapper = dict(
+            type='MMDistributedDataParallel',
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper_cls = MODEL_WRAPPERS.get(
+        wrapper.get('type', 'MMDistributedDataParallel'))
+    if isinstance(wrapper_cls, type) and \
+            issubclass(wrapper_cls, DistributedDataParallel):
+        wrapper.setdefault('device_ids', None)
+    cfg.model_wrapper_cfg = wrapper
+    return True
