@@ -154,9 +154,9 @@ def prepare_augsub_config(cfg: Config) -> Config:
     """Make an AugSub config train correctly under the default Runner, in
     place; configs of other models are returned unchanged.
 
-    - ``model_wrapper_cfg`` becomes ``dict(type='AugSubDistributedDataParallel')``
-      when absent: mmengine's default DDP wrapper does its own training step
-      and would skip the sub-model.
+    - ``model_wrapper_cfg``, when absent, becomes
+      ``dict(type='AugSubDistributedDataParallel')``: mmengine's default DDP
+      wrapper does its own training step and would skip the sub-model.
     - A top-level ``find_unused_parameters`` is carried into the wrapper
       config (mmengine ignores the top-level key once a wrapper config
       exists); a value given inside the wrapper config wins.

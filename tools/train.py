@@ -18,6 +18,7 @@ import glob
 import os
 import os.path as osp
 from copy import deepcopy
+from typing import Optional
 
 import augsub_mm  # noqa: F401  registers AugSub; safe checkpoint loading
 from augsub_mm.config import (SPEC_HELP, enable_augsub, parse_augsub,
@@ -25,6 +26,7 @@ from augsub_mm.config import (SPEC_HELP, enable_augsub, parse_augsub,
                               setup_cpu_dist)
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.device import get_device
+from mmengine.hooks import Hook
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -163,14 +165,24 @@ def check_work_dir(cfg: Config) -> None:
             'choose another --work-dir.')
 
 
-def report(runner: Runner) -> None:
-    """Print the last checkpoint and the last validation top-1 (rank 0)."""
+class LastValidation(Hook):
+    """Keeps the metrics of this run's last validation (the message hub also
+    holds those restored from a resumed checkpoint)."""
+
+    priority = 'LOWEST'
+    metrics: Optional[dict] = None
+
+    def after_val_epoch(self, runner, metrics: Optional[dict] = None) -> None:
+        self.metrics = metrics
+
+
+def report(runner: Runner, validation: LastValidation) -> None:
+    """Print the last checkpoint and this run's last top-1 (rank 0)."""
     if runner.rank != 0:
         return
-    hub = runner.message_hub
-    checkpoint = hub.get_info('last_ckpt')
-    top1 = [buffer.current() for key, buffer in hub.log_scalars.items()
-            if key.startswith('val/') and key.endswith('top1')]
+    checkpoint = runner.message_hub.get_info('last_ckpt')
+    top1 = [value for key, value in (validation.metrics or {}).items()
+            if key.endswith('top1')]
     print(f'Checkpoint: {checkpoint if checkpoint else "n/a"}', flush=True)
     print(f'Top-1: {f"{top1[0]:.4f}" if top1 else "n/a"}', flush=True)
 
@@ -185,8 +197,10 @@ def main(argv=None) -> None:
         runner = RUNNERS.build(cfg)
     else:
         runner = Runner.from_cfg(cfg)
+    validation = LastValidation()
+    runner.register_hook(validation)
     runner.train()
-    report(runner)
+    report(runner, validation)
 
 
 if __name__ == '__main__':
