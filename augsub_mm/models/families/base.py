@@ -83,6 +83,18 @@ class BackboneFamily:
                 "Use type='AugMask' for this backbone.")
         return sites
 
+    def residual_branches(self) -> List[Tuple[nn.Module, nn.Module, str]]:
+        """Residual branches that AugPath may run on kept samples only.
+
+        Each item is ``(branch, parent, name)``: ``branch`` treats samples
+        independently, ``parent.name`` is the drop-path slot of that residual
+        branch, and between ``branch``'s output and the slot lie only
+        per-sample linear maps (e.g. layer scale). Families that do not know
+        their blocks that well return none: AugPath then drops paths without
+        skipping work.
+        """
+        return []
+
 
 def iter_modules_of(root: nn.Module, types) -> Iterator[nn.Module]:
     """All sub-modules of ``root`` that are instances of ``types``."""

@@ -2,14 +2,19 @@
 from typing import List, Tuple
 
 import torch.nn as nn
+from mmcv.cnn.bricks.transformer import FFN
 from mmpretrain.models.backbones import (DeiT3, DistilledVisionTransformer,
                                          VisionTransformer)
+from mmpretrain.models.backbones.deit3 import DeiT3FFN
+from mmpretrain.models.utils import MultiheadAttention
 
 from .base import BackboneFamily, iter_modules_of
 
 # Output types whose value is still exact when patch tokens are dropped:
 # the class token, or the mean over the tokens that were kept.
 TOKEN_DROP_OUT_TYPES = ('cls_token', 'avg_featmap')
+# FFNs whose drop-path follows `layers` and a per-channel layer scale.
+SKIPPABLE_FFN_TYPES = (FFN, DeiT3FFN)
 
 
 class ViTFamily(BackboneFamily):
@@ -56,3 +61,17 @@ class ViTFamily(BackboneFamily):
         # proj_drop of the attention and the two FFN dropouts of every block;
         # attention-probability dropout is a float in mmpretrain, untouched.
         return list(iter_modules_of(self.backbone.layers, nn.Dropout))
+
+    def residual_branches(self) -> List[Tuple[nn.Module, nn.Module, str]]:
+        # An encoder layer is x + attn(norm(x)), then ffn(norm(x), identity=x).
+        # attn ends with its drop-path (out_drop). Other attention / FFN
+        # types keep the plain drop-path.
+        branches = []
+        for layer in self.backbone.layers:
+            if type(layer.attn) is MultiheadAttention \
+                    and not layer.attn.v_shortcut:
+                branches.append((layer.attn, layer.attn, 'out_drop'))
+            if type(layer.ffn) in SKIPPABLE_FFN_TYPES \
+                    and layer.ffn.add_identity:
+                branches.append((layer.ffn.layers, layer.ffn, 'dropout_layer'))
+        return branches

@@ -1,40 +1,101 @@
-from contextlib import contextmanager
-from typing import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Iterator, Union
 
 import torch.nn as nn
 from mmcv.cnn.bricks import DropPath
 from mmpretrain.registry import MODELS
 
 from ..families import BackboneFamily, get_family
+from ..utils.drop_path import MIN_SAVED_WORK, skipping_drop_path
 from .base import BaseSubModel, overridden
+
+SKIP_MODES = ('auto', True, False)
 
 
 @MODELS.register_module()
 class AugPath(BaseSubModel):
     """Drop-path sub-model (AugPath / PathSub).
 
-    The sub forward runs with every residual branch's drop-path probability
-    set to ``ratio``, uniform over depth; the recipe's (usually increasing)
-    values are restored afterwards. Blocks built with a drop rate of 0 hold
-    an ``nn.Identity``: it is swapped for a parameter-free ``DropPath`` for
-    the sub pass only, so the state dict never changes.
+    From `Augmenting Sub-model to Improve Main Model
+    <https://arxiv.org/abs/2306.11339>`_. The sub forward runs with every
+    residual branch's drop-path probability set to ``ratio``, uniform over
+    depth; the recipe's (usually increasing) values are restored afterwards.
+    Blocks built with a drop rate of 0 hold an ``nn.Identity``: it is swapped
+    for a parameter-free ``DropPath`` for the sub pass only, so the state
+    dict never changes.
+
+    A plain drop-path computes a branch for the whole batch and then zeroes
+    the dropped samples: the sub pass costs a full forward and backward.
+    Where the backbone's family exposes its residual branches
+    (:meth:`BackboneFamily.residual_branches`, e.g. ViT / DeiT-III), each
+    branch instead runs on the samples it keeps only
+    (:func:`~augsub_mm.models.utils.drop_path.skipping_drop_path`): the same
+    function, about ``1 - ratio`` of the branch work.
 
     Args:
         ratio (float): Drop-path probability in the sub pass, in [0, 1).
             Defaults to 0.5.
+        skip (bool | str): Whether to skip the work of dropped samples.
+            ``'auto'``: in the branches the family exposes, for each call
+            whose saved work is worth the gather / scatter (see
+            :data:`~augsub_mm.models.utils.drop_path.MIN_SAVED_WORK`);
+            ``True``: in every call of those branches, and an error at build
+            time if the family exposes none; ``False``: never (the naive
+            cost, a full extra forward and backward). Defaults to
+            ``'auto'``.
+
+    Examples:
+        >>> import torch
+        >>> from mmpretrain.models import VisionTransformer
+        >>> vit = VisionTransformer(dict(embed_dims=32, num_layers=2,
+        ...     num_heads=2, feedforward_channels=64), img_size=32,
+        ...     patch_size=8)
+        >>> augpath = AugPath(ratio=0.5)
+        >>> augpath.bind(vit)
+        >>> with augpath.engage(vit):
+        ...     print(vit(torch.rand(4, 3, 32, 32))[0].shape)
+        torch.Size([4, 32])
     """
+
+    def __init__(self, ratio: float = 0.5, skip: Union[bool, str] = 'auto',
+                 init_cfg=None):
+        super().__init__(ratio, init_cfg=init_cfg)
+        if not (skip == 'auto' or isinstance(skip, bool)):
+            raise ValueError(f'Unsupported AugPath skip {skip!r}, please '
+                             f'choose from {SKIP_MODES}.')
+        self.skip = skip
 
     def check(self, family: BackboneFamily) -> None:
         family.drop_path_sites()
+        if self.skip is True and not family.residual_branches():
+            raise ValueError(
+                f'AugPath(skip=True) needs the residual branches of '
+                f'{type(family.backbone).__name__}, and its adapter '
+                f'({family.name} family) exposes none. Use skip=\'auto\' or '
+                'skip=False: the sub pass then computes dropped samples too.')
 
     @contextmanager
     def engage(self, backbone: nn.Module) -> Iterator[None]:
+        family = get_family(backbone)
+        branches = family.residual_branches() \
+            if self.skip and self.ratio > 0 else []
+        skipped = {(id(parent), name) for _, parent, name in branches}
         changes = []
-        for parent, name in get_family(backbone).drop_path_sites():
+        for parent, name in family.drop_path_sites():
             slot = getattr(parent, name)
-            if isinstance(slot, DropPath):
+            if (id(parent), name) in skipped:
+                # The branch's hooks apply the drop-path.
+                changes.append((parent, name, nn.Identity()))
+            elif isinstance(slot, DropPath):
                 changes.append((slot, 'drop_prob', self.ratio))
             else:
                 changes.append((parent, name, DropPath(self.ratio)))
-        with overridden(changes):
+        min_saved_work = 0 if self.skip is True else MIN_SAVED_WORK
+        with overridden(changes), ExitStack() as hooks:
+            for branch, _, _ in branches:
+                hooks.enter_context(
+                    skipping_drop_path(branch, self.ratio, min_saved_work))
             yield
+
+    def extra_repr(self) -> str:
+        return f'ratio={self.ratio}, skip={self.skip!r}'
