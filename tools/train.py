@@ -142,6 +142,11 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.resume = True
         cfg.load_from = args.resume
     if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg:
+            raise ValueError(
+                '--auto-scale-lr needs the batch size the learning rate is '
+                'meant for: add auto_scale_lr = dict(base_batch_size=...) to '
+                'the config.')
         cfg.auto_scale_lr.enable = True
     dataloader_defaults(cfg, args)
     if args.cfg_options is not None:

@@ -273,3 +273,11 @@ def test_amp_without_cuda_is_a_usage_error(tmp_path):
     proc = run_train(PLAIN_CFG, '--work-dir', str(tmp_path), '--amp')
     assert proc.returncode == 2
     assert 'AmpOptimWrapper needs a CUDA device' in proc.stdout
+
+
+def test_auto_scale_lr_without_base_batch_size_is_explained(tmp_path):
+    proc = run_train(PLAIN_CFG, '--work-dir', str(tmp_path),
+                     '--auto-scale-lr')
+    assert proc.returncode != 0
+    assert 'add auto_scale_lr = dict(base_batch_size=...)' in proc.stdout
+    assert os.listdir(tmp_path) == []
