@@ -4,6 +4,7 @@ whose ``matches`` accepts the backbone wins."""
 import torch.nn as nn
 
 from .base import MASKINGS, BackboneFamily
+from .swin import SwinFamily
 from .vit import ViTFamily
 
 
@@ -39,7 +40,7 @@ class UnknownTokenFamily(BackboneFamily):
 
 
 #: Adapters in lookup order; the generic CNN fallback comes last.
-FAMILIES = [ViTFamily, UnknownTokenFamily, BackboneFamily]
+FAMILIES = [ViTFamily, SwinFamily, UnknownTokenFamily, BackboneFamily]
 
 
 def get_family(backbone: nn.Module) -> BackboneFamily:
@@ -47,5 +48,5 @@ def get_family(backbone: nn.Module) -> BackboneFamily:
     return next(f for f in FAMILIES if f.matches(backbone))(backbone)
 
 
-__all__ = ['MASKINGS', 'BackboneFamily', 'ViTFamily', 'FAMILIES',
-           'get_family']
+__all__ = ['MASKINGS', 'BackboneFamily', 'ViTFamily', 'SwinFamily',
+           'FAMILIES', 'get_family']

@@ -1,8 +1,11 @@
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, List, Tuple
 
+import torch
 import torch.nn as nn
+from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.registry import MODELS
+from torch.optim import Optimizer
 
 from ..families import MASKINGS, BackboneFamily, get_family
 from ..utils.masking import drop_tokens, mask_input_patches
@@ -20,6 +23,12 @@ class AugMask(BaseSubModel):
     - ``'token_drop'`` (plain ViT, DeiT-III): ``int(L * (1 - ratio))`` patch
       tokens are kept after position embedding, prefix tokens always; the
       sub forward costs about ``1 - ratio`` of the main forward.
+    - ``'mask_token'`` (Swin): ``ratio`` of the blocks of
+      ``input_patch_size`` x ``input_patch_size`` pixels are replaced, after
+      patch embedding, by one learnable mask token (``self.mask_token``,
+      shape (1, 1, C), trunc-normal std 0.02). It must not be weight-decayed:
+      build the optimizer with ``AugSubOptimWrapperConstructor``, which puts
+      it in a group of its own, or the first sub pass raises.
     - ``'input'`` (CNNs, or forced for any backbone): ``ratio`` of the
       ``input_patch_size`` x ``input_patch_size`` patches of the normalised
       image are set to zero.
@@ -59,6 +68,9 @@ class AugMask(BaseSubModel):
                              f'int, got {input_patch_size!r}.')
         self.masking = masking
         self.input_patch_size = input_patch_size
+        # Created by `bind` for backbones masked with a token.
+        self.register_parameter('mask_token', None)
+        self._optimizer_checked = False
 
     def resolve(self, family: BackboneFamily) -> str:
         """The masking actually used for ``family``."""
@@ -67,7 +79,47 @@ class AugMask(BaseSubModel):
         return masking
 
     def check(self, family: BackboneFamily) -> None:
-        self.resolve(family)
+        if self.resolve(family) == 'mask_token':
+            family.mask_block_tokens(self.input_patch_size)
+
+    def bind(self, backbone: nn.Module) -> None:
+        super().bind(backbone)
+        family = get_family(backbone)
+        if self.resolve(family) == 'mask_token' and self.mask_token is None:
+            self.mask_token = nn.Parameter(
+                torch.zeros(1, 1, family.mask_token_dims()))
+            trunc_normal_(self.mask_token, std=.02)
+
+    # -- optimizer placement of the mask token --------------------------
+    def param_group_anchors(
+            self, backbone: nn.Module) -> List[Tuple[nn.Parameter, nn.Module]]:
+        """Parameters of this sub-model that must not be weight-decayed,
+        each with the backbone module whose learning rate (layer-wise decay
+        included) it shares. Read by ``AugSubOptimWrapperConstructor``."""
+        if self.mask_token is None:
+            return []
+        return [(self.mask_token, get_family(backbone).mask_token_anchor())]
+
+    def check_optimizer(self, optimizer: Optimizer) -> None:
+        """Check that the mask token is in a parameter group with
+        ``weight_decay=0``; the sub pass refuses to train until this passed.
+
+        ``AugSubOptimWrapperConstructor`` calls it; call it yourself after
+        building an optimizer by other means.
+        """
+        if self.mask_token is None:
+            return
+        groups = [g for g in optimizer.param_groups
+                  if any(p is self.mask_token for p in g['params'])]
+        if len(groups) != 1 or groups[0].get('weight_decay', 0) != 0:
+            found = [g.get('weight_decay', 0) for g in groups]
+            raise ValueError(
+                'AugMask\'s mask token must be in exactly one parameter '
+                'group, with weight_decay=0 (the paper excludes it from '
+                f'weight decay); found it in groups with weight_decay {found}.'
+                ' Build the optimizer with optim_wrapper = dict(constructor='
+                "'AugSubOptimWrapperConstructor', ...), which does this.")
+        self._optimizer_checked = True
 
     @contextmanager
     def engage(self, backbone: nn.Module) -> Iterator[None]:
@@ -84,7 +136,19 @@ class AugMask(BaseSubModel):
                 lambda module, args: (mask_input_patches(args[0], ratio, size),
                                       *args[1:]))
         else:
-            handle = family.mask_token_hook(self.ratio)
+            if self.mask_token.requires_grad and torch.is_grad_enabled() \
+                    and not self._optimizer_checked:
+                raise RuntimeError(
+                    'AugMask trains a mask token that must not be '
+                    'weight-decayed, and no optimizer was checked for it. '
+                    'Add to your config: optim_wrapper = dict(constructor='
+                    "'AugSubOptimWrapperConstructor') -- it keeps the "
+                    "recipe's paramwise_cfg; a recipe with its own "
+                    'constructor sets it as base_constructor. With an '
+                    'optimizer built by other means, call '
+                    'model.augsub.check_optimizer(optimizer).')
+            handle = family.mask_token_hook(self.mask_token, self.ratio,
+                                            self.input_patch_size)
         try:
             yield
         finally:

@@ -1,0 +1,3 @@
+from .three_augment import ThreeAugment
+
+__all__ = ['ThreeAugment']

@@ -1,0 +1,3 @@
+from .augsub_optim_wrapper_constructor import AugSubOptimWrapperConstructor
+
+__all__ = ['AugSubOptimWrapperConstructor']
