@@ -38,6 +38,7 @@ import traceback
 from typing import List, Optional, Tuple
 
 STEP_MODES = ('two_pass', 'joint')
+AUGSUB_CONSTRUCTOR = 'AugSubOptimWrapperConstructor'
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -168,10 +169,17 @@ def model_cfg(cfg, sub: Optional[Tuple[str, dict]],
     return model
 
 
-def optim_cfg(cfg, amp: bool) -> dict:
+def optim_cfg(cfg, amp: bool, augsub: bool) -> dict:
+    """The config's optimizer wrapper; for AugSub, built the way a user is
+    told to (``AugSubOptimWrapperConstructor`` over the recipe's own
+    constructor), since AugMask's mask token needs it."""
     optim = cfg.optim_wrapper.to_dict()
     if amp:
         optim['type'] = 'AmpOptimWrapper'
+    constructor = optim.get('constructor', 'DefaultOptimWrapperConstructor')
+    if augsub and constructor != AUGSUB_CONSTRUCTOR:
+        optim.update(constructor=AUGSUB_CONSTRUCTOR,
+                     base_constructor=constructor)
     return optim
 
 
@@ -212,10 +220,13 @@ def worker(conn, job: dict) -> None:
         from mmengine.registry import init_default_scope
         from mmpretrain.registry import MODELS
         from mmpretrain.structures import DataSample
+        from mmpretrain.utils import register_all_modules
 
         cuda = job['device'] == 'cuda'
         # One process per mode: their build-time INFO lines would repeat.
         MMLogger.get_instance('benchmark_augsub', log_level='WARNING')
+        # Import every module the build may need before reading the RSS.
+        register_all_modules(init_default_scope=False)
         init_default_scope(job['scope'])
         rss_after_imports = 0 if cuda else _status_kib('VmRSS')
 
@@ -227,8 +238,10 @@ def worker(conn, job: dict) -> None:
         height, width = job['input_size']
         batch = job['batch_size']
         data = dict(
-            inputs=[torch.randint(0, 256, (3, height, width), dtype=torch.uint8)
-                    for _ in range(batch)],
+            inputs=[
+                torch.randint(0, 256, (3, height, width), dtype=torch.uint8)
+                for _ in range(batch)
+            ],
             data_samples=[DataSample().set_gt_label(i % job['num_classes'])
                           for i in range(batch)])
 
@@ -309,7 +322,7 @@ def run(args: argparse.Namespace) -> Tuple[List[dict], dict]:
     for mode in modes:
         job = dict(
             model=model_cfg(cfg, mode['sub'], mode['step_mode']),
-            optim_wrapper=optim_cfg(cfg, args.amp),
+            optim_wrapper=optim_cfg(cfg, args.amp, mode['sub'] is not None),
             scope=cfg.get('default_scope', 'mmpretrain'),
             cudnn_benchmark=cfg.get('env_cfg', {}).get(
                 'cudnn_benchmark', False),
