@@ -328,3 +328,39 @@ def test_tiny_version_trains_in_the_runner(name, eight_images, tmp_path):
         group = next(g for g in runner.optim_wrapper.optimizer.param_groups
                      if any(p is token for p in g['params']))
         assert group['weight_decay'] == 0.
+
+
+# -- docs/model_zoo.md --------------------------------------------------
+def metafile_top1():
+    """{zoo config: the ImageNet-1k top-1 values of its metafile entries}."""
+    import mmpretrain
+    import yaml
+    mim = osp.join(osp.dirname(mmpretrain.__file__), '.mim')
+    found = {}
+    with open(osp.join(mim, 'model-index.yml')) as f:
+        imports = yaml.safe_load(f)['Import']
+    for path in imports:
+        with open(osp.join(mim, path)) as f:
+            models = yaml.safe_load(f).get('Models', [])
+        for model in models:
+            for result in model.get('Results') or []:
+                if result.get('Dataset') == 'ImageNet-1k':
+                    found.setdefault(model['Config'], set()).add(
+                        result['Metrics'].get('Top 1 Accuracy'))
+    return found
+
+
+def test_model_zoo_table_matches_configs_and_metafiles():
+    with open(osp.join(REPO, 'docs', 'model_zoo.md')) as f:
+        rows = [line for line in f if re.match(r'\| `\w+/', line)]
+    top1 = metafile_top1()
+    seen = set()
+    for row in rows:
+        ours, zoo, value = re.match(
+            r'\| `([^`]+)`.*?\| `([^`]+)`.*?\| ([\d.]+) \|', row).groups()
+        path = osp.join(CONFIG_DIR, ours)
+        assert path in AUGMASK_CONFIGS and baseline_of(path) in ALL_CONFIGS
+        assert float(value) in top1[f'configs/{zoo}'], row
+        seen.add(path)
+    # Every pre-training / training AugMask config is in the table.
+    assert seen == {p for p in AUGMASK_CONFIGS if '-ft-' not in p}

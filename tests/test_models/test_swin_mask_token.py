@@ -13,7 +13,6 @@ from mmengine.runner import load_checkpoint
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from augsub_mm.models import AugMask
 from augsub_mm.models.families.swin import replace_masked_tokens
 from augsub_mm.models.utils import num_kept
 
