@@ -83,7 +83,7 @@ def allow_training(submodel):
 
 def applicable(kind):
     """The sub-models that can act on family ``kind``."""
-    subs = [AugMask(0.5), AugPath(0.5, skip=False)]
+    subs = [AugMask(0.5), AugPath(0.5), AugPath(0.5, skip=False)]
     if kind in ('vit', 'deit3', 'swin', 'swinv2'):
         subs.append(AugDrop(0.5))
     return subs
@@ -282,6 +282,36 @@ class TestAugPath:
         assert [getattr(p, n) for p, n in sites] == recipe
         assert [getattr(s, 'drop_prob', 0.) for s in recipe] == rates
         assert sorted(backbone.state_dict()) == keys
+
+    def test_swin_skipping_equals_the_plain_drop_path(self):
+        """Swin exposes both residual branches of every block: the sub
+        pass then runs them on kept samples only, same function."""
+        backbone = build('swin')
+        branches = get_family(backbone).residual_branches()
+        assert len(branches) == 2 * 4
+        params = [p for p in backbone.parameters() if p.requires_grad]
+        x = torch.rand(16, 3, 64, 64, requires_grad=True)
+        upstream = torch.randn(16, 128, 2, 2)
+        results = {}
+        for skip in (False, True):
+            augpath = AugPath(0.5, skip=skip)
+            augpath.bind(backbone)
+            torch.manual_seed(2)
+            with augpath.engage(backbone):
+                hooked = len(backbone.stages[0].blocks[0].attn.
+                             _forward_pre_hooks)
+                out = backbone(x)[0]
+            out.backward(upstream)
+            results[skip] = hooked, out.detach(), [
+                p.grad.clone() for p in params] + [x.grad.clone()]
+            for p in params + [x]:
+                p.grad = None
+        assert results[False][0] == 0 and results[True][0] == 1
+        torch.testing.assert_close(results[True][1], results[False][1],
+                                   rtol=1e-4, atol=1e-5)
+        # Float rounding of differently batched kernels only.
+        for got, want in zip(results[True][2], results[False][2]):
+            torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)
 
     def test_identity_slots_of_resnet_are_dropped(self):
         backbone = build('resnet')

@@ -4,8 +4,10 @@ from typing import List, Tuple
 
 import torch
 import torch.nn as nn
+from mmcv.cnn.bricks.transformer import FFN
 from mmpretrain.models.backbones import SwinTransformer, SwinTransformerV2
-from mmpretrain.models.utils import WindowMSA, WindowMSAV2
+from mmpretrain.models.backbones.swin_transformer import SwinBlock
+from mmpretrain.models.utils import ShiftWindowMSA, WindowMSA, WindowMSAV2
 from torch.utils.hooks import RemovableHandle
 
 from ..utils.masking import block_mask, expand_block_mask
@@ -61,6 +63,8 @@ class SwinFamily(BackboneFamily):
 
     AugDrop acts on the attention projection dropout and the two MLP
     dropouts of every block; attention-probability dropout is untouched.
+    AugPath can skip the dropped samples of both residual branches of every
+    (V1) block.
     """
 
     name = 'Swin'
@@ -120,3 +124,19 @@ class SwinFamily(BackboneFamily):
                                                         WindowMSAV2))}
         return [m for m in iter_modules_of(stages, nn.Dropout)
                 if id(m) not in attn_probs]
+
+    # -- AugPath --------------------------------------------------------
+    def residual_branches(self) -> List[Tuple[nn.Module, nn.Module, str]]:
+        # A block is x + attn(norm1(x)), then ffn(norm2(x), identity=x); the
+        # shifted-window attention ends with its drop-path (`drop`) and
+        # treats samples independently (windows are cut per sample). Other
+        # block types (SwinV2's post-norm blocks) keep the plain drop-path.
+        branches = []
+        for block in self.backbone.modules():
+            if type(block) is not SwinBlock:
+                continue
+            if type(block.attn) is ShiftWindowMSA:
+                branches.append((block.attn, block.attn, 'drop'))
+            if type(block.ffn) is FFN and block.ffn.add_identity:
+                branches.append((block.ffn.layers, block.ffn, 'dropout_layer'))
+        return branches
