@@ -41,8 +41,8 @@ class AugMask(BaseSubModel):
         masking (str): ``'auto'`` (the family's choice) or one of
             ``'token_drop'``, ``'mask_token'``, ``'input'``.
             Defaults to ``'auto'``.
-        input_patch_size (int): Patch size of input masking, in pixels.
-            Defaults to 32.
+        input_patch_size (int): Side of a masked patch (input masking) or
+            block (mask token), in input pixels. Defaults to 32.
 
     Examples:
         >>> import torch
