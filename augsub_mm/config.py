@@ -21,11 +21,13 @@ from mmengine.utils import get_installed_path, is_installed
 from mmengine.utils.dl_utils import set_multi_processing
 from torch.nn.parallel import DistributedDataParallel
 
+from .engine.optimizers import AugSubOptimWrapperConstructor
 from .models.classifiers.augsub_classifier import SUB_MODELS
 from .models.wrappers import AugSubDistributedDataParallel
 
 DEFAULT_RATIO = 0.5
 WRAPPER = AugSubDistributedDataParallel.__name__
+CONSTRUCTOR = AugSubOptimWrapperConstructor.__name__
 SPEC_HELP = (f'TYPE[:RATIO] with TYPE one of {SUB_MODELS} and RATIO a number '
              f'in [0, 1) (default {DEFAULT_RATIO}), e.g. AugMask:0.5')
 
@@ -160,6 +162,11 @@ def prepare_augsub_config(cfg: Config) -> Config:
     - A top-level ``find_unused_parameters`` is carried into the wrapper
       config (mmengine ignores the top-level key once a wrapper config
       exists); a value given inside the wrapper config wins.
+    - ``optim_wrapper.constructor`` becomes ``AugSubOptimWrapperConstructor``
+      over the recipe's constructor (kept as ``base_constructor``), so that
+      parameters of the sub-model (Swin's mask token) are never
+      weight-decayed whatever the recipe's ``paramwise_cfg``; for models
+      without such parameters the optimizer is exactly the recipe's.
 
     Args:
         cfg (Config): A full training config.
@@ -195,6 +202,14 @@ def prepare_augsub_config(cfg: Config) -> Config:
             'find_unused_parameters' not in wrapper:
         wrapper['find_unused_parameters'] = cfg.find_unused_parameters
     cfg.model_wrapper_cfg = wrapper
+
+    optim_wrapper = cfg.get('optim_wrapper')
+    if optim_wrapper is not None:
+        constructor = optim_wrapper.get('constructor',
+                                        'DefaultOptimWrapperConstructor')
+        if _type_name(constructor) != CONSTRUCTOR:
+            optim_wrapper['base_constructor'] = constructor
+            optim_wrapper['constructor'] = CONSTRUCTOR
     return cfg
 
 

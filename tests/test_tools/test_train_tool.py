@@ -126,6 +126,27 @@ def test_prepare_leaves_an_explicit_wrapper_value_alone():
     assert cfg.model_wrapper_cfg.find_unused_parameters is False
 
 
+def test_prepare_puts_the_recipe_constructor_under_ours():
+    cfg = Config(dict(model=dict(type='AugSubClassifier'),
+                      optim_wrapper=dict(
+                          constructor='LearningRateDecayOptimWrapperConstructor',
+                          paramwise_cfg=dict(layer_decay_rate=0.65))))
+    prepare_augsub_config(cfg)
+    assert cfg.optim_wrapper.constructor == 'AugSubOptimWrapperConstructor'
+    assert cfg.optim_wrapper.base_constructor == \
+        'LearningRateDecayOptimWrapperConstructor'
+    assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == 0.65
+    # Idempotent: a second call (e.g. on a saved config) changes nothing.
+    prepare_augsub_config(cfg)
+    assert cfg.optim_wrapper.base_constructor == \
+        'LearningRateDecayOptimWrapperConstructor'
+    plain = Config(dict(model=dict(type='AugSubClassifier'),
+                        optim_wrapper=dict(optimizer=dict(type='SGD'))))
+    prepare_augsub_config(plain)
+    assert plain.optim_wrapper.base_constructor == \
+        'DefaultOptimWrapperConstructor'
+
+
 def test_prepare_leaves_other_models_alone():
     cfg = Config.fromfile(PLAIN_CFG)
     before = cfg.to_dict()
