@@ -34,6 +34,7 @@ def test_benchmark_prints_every_mode_with_sane_ratios():
     result = subprocess.run(
         [sys.executable, TOOL, osp.join(TINY_CONFIGS, 'vit-tiny_toy.py'),
          '--sub', 'AugMask(ratio=0.5)', 'AugPath(ratio=2)',
+         'AugPath(ratio=0.5, skip=False) two_pass',
          '--step-modes', 'two_pass', 'joint', '--batch-size', '4',
          '--repeats', '2', '--warmup', '1', '--device', 'cpu',
          '--threads', '1', '--overhead'],
@@ -42,24 +43,26 @@ def test_benchmark_prints_every_mode_with_sane_ratios():
     assert result.returncode == 1, result.stderr[-3000:]
     out = result.stdout
     assert 'batch 4, input 32x32' in out
-    assert 'peak RSS (VmHWM)' in out
+    assert 'peak RSS (VmHWM)' in out and 'MALLOC_MMAP_THRESHOLD_=' in out
     rows = table_rows(out)
     assert list(rows) == [
         'baseline', 'AugMask(ratio=0.5)', 'AugMask(ratio=0.5) joint',
-        'AugPath(ratio=2)', 'AugPath(ratio=2) joint'
+        'AugPath(ratio=2)', 'AugPath(ratio=2) joint',
+        'AugPath(ratio=0.5, skip=False)'
     ]
     assert rows['AugPath(ratio=2)'][0].startswith('failed: ValueError')
     assert 'AugPath ratio must be a number in [0, 1)' in out
 
     base = rows['baseline']
-    assert base[1] == '1.00' and base[4] == '1.00' and base[5] == '-'
-    for label in ('AugMask(ratio=0.5)', 'AugMask(ratio=0.5) joint'):
-        median, time_ratio, spread, memory, memory_ratio, overhead = \
-            rows[label]
+    assert base[1] == base[3] == base[5] == '1.00' and base[6] == '-'
+    for label in ('AugMask(ratio=0.5)', 'AugMask(ratio=0.5) joint',
+                  'AugPath(ratio=0.5, skip=False)'):
+        (median, time_ratio, spread, min_ratio, memory, memory_ratio,
+         overhead) = rows[label]
         low, high = map(float, spread.split(' - '))
         assert 0 < low <= float(median) <= high
         # A sub pass costs something, and not 20 baselines.
-        assert 0.2 < float(time_ratio) < 20
+        assert 0.2 < float(time_ratio) < 20 and 0.2 < float(min_ratio) < 20
         assert float(memory) > 0 and 0.5 < float(memory_ratio) < 5
         assert overhead.endswith('%)')
 
