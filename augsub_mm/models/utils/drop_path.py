@@ -24,10 +24,9 @@ from torch.autograd import Function
 #: x.shape[-1]``, about the multiply-adds of one C x C linear layer on the
 #: dropped rows), gathering and scattering rows costs more than it saves and
 #: the branch runs on the whole batch. Measured on a 2-core CPU, one thread,
-#: tiny ViTs at drop 0.5: skipping was 1.10x the plain time at 7e4, 0.91x at
-#: 2.8e5, 0.66x at 1.1e6 (tools/analysis_tools/benchmark_augsub.py and
-#: docs/performance.md). Not measured on GPUs, where launches are cheaper
-#: relative to Python but kernels much faster.
+#: small ViTs at drop 0.5: skipping took 1.10x the plain time at 7e4, 0.91x
+#: at 2.8e5, 0.66x at 1.1e6 (the sweep in docs/performance.md). Not measured
+#: on GPUs, where kernels are much faster and the per-call cost is not.
 MIN_SAVED_WORK = 2**18
 
 
