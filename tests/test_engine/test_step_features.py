@@ -245,6 +245,9 @@ def ddp_worker(rank, world_size, port, out_dir, counts, iters):
                        forwards=forwards,
                        ranks_equal=all(torch.equal(g, flat)
                                        for g in gathered)), f)
+    # Without it, a rank sometimes aborted at exit, after its results were
+    # written ("terminate called without an active exception", gloo).
+    dist.barrier()
     dist.destroy_process_group()
 
 
