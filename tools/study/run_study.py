@@ -193,9 +193,12 @@ def _init_worker(threads: int) -> None:
     import masked_main  # noqa: F401  (registers MaskedMainClassifier)
 
 
-def run_all(archs, variants, seeds, jobs: int, **opts) -> List[dict]:
+def run_all(archs, variants, seeds, jobs: int, train: bool = True,
+            **opts) -> List[dict]:
     """Train every run of the grid that has no up-to-date record, ``jobs``
-    at a time; return the records of the whole grid, in grid order."""
+    at a time; return the records of the whole grid, in grid order. With
+    ``train=False`` nothing is trained: runs without a record are left out
+    (and said so)."""
     os.makedirs(osp.join(opts['out'], 'runs'), exist_ok=True)
     grid = [(a, v, s) for a in archs for v in variants for s in seeds
             if osp.isfile(config_path(a, v))]
@@ -211,6 +214,11 @@ def run_all(archs, variants, seeds, jobs: int, **opts) -> List[dict]:
             records[key] = record
             print(f'{run_name(*key)}: top-1 {record["top1"]:.2f} (done '
                   'before, skipped)', flush=True)
+    if not train:
+        for key in todo:
+            print(f'{run_name(*key)}: no record, left out (--no-train)',
+                  flush=True)
+        return [records[key] for key in grid if key in records]
     # Tiny models use threads poorly: one thread per run, runs in parallel.
     threads = max(1, (os.cpu_count() or 1) // jobs)
     start = time.time()
@@ -480,6 +488,9 @@ def parse_args(argv=None):
                         'cpu_count)')
     parser.add_argument('--verbose', action='store_true',
                         help='keep mmengine\'s INFO logging on the console')
+    parser.add_argument('--no-train', action='store_true',
+                        help='train nothing: summarize the runs that have a '
+                        'record, and list the others as left out')
     return parser.parse_args(argv)
 
 
@@ -498,9 +509,13 @@ def main(argv=None):
     from augsub_mm.utils import prepare_fashion_mnist
     prepare_fashion_mnist(args.data_root)
 
-    records = run_all(args.archs, args.variants, seeds, args.jobs, out=out,
+    records = run_all(args.archs, args.variants, seeds, args.jobs,
+                      train=not args.no_train, out=out,
                       work_root=work_root, data_root=args.data_root,
                       smoke=args.smoke, verbose=args.verbose)
+    if not records:
+        raise SystemExit(f'No run of this grid has a record in {out}/runs: '
+                         'nothing to summarize (drop --no-train to train).')
     command = shlex.join(['python', 'tools/study/run_study.py',
                           *(sys.argv[1:] if argv is None else argv)])
     print(write_summary(records, out, docs or None, command))
