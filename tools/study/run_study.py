@@ -315,7 +315,7 @@ def summarize(records: List[dict]) -> Dict[str, str]:
 
 def claims(by_arch) -> str:
     """Each claim answered yes / no from the numbers; the criteria were set
-    before any run (see docs/results.md)."""
+    before any run (see the README's Results)."""
     one, two, three = [], [], []
     for arch, v in by_arch.items():
         name = ARCHS[arch][0]
@@ -434,7 +434,9 @@ def write_summary(records: List[dict], out: str, docs: Optional[str],
     with open(osp.join(out, 'summary.md'), 'w') as f:
         f.write('# Fashion-MNIST study: summary\n\n' + text)
     if docs:
-        prefix = osp.relpath(out, REPO).replace(os.sep, '/') + '/'
+        # Image links relative to the markdown file that shows them.
+        prefix = osp.relpath(out, osp.dirname(osp.abspath(docs))).replace(
+            os.sep, '/') + '/'
         update_docs(docs, markdown(prefix))
     return text
 
@@ -480,7 +482,7 @@ def parse_args(argv=None):
         'data/fashion_mnist); made from Debian\'s dataset-fashion-mnist if '
         'missing')
     parser.add_argument('--docs', help='markdown file whose study block '
-                        'gets the summary (default: docs/results.md for the '
+                        'gets the summary (default: README.md for the '
                         'whole study, none for --smoke; "" for none)')
     parser.add_argument('--jobs', type=int, default=os.cpu_count() or 1,
                         help='runs trained in parallel, each with '
@@ -503,7 +505,7 @@ def main(argv=None):
     work_root = args.work_dir or osp.join(REPO, 'work_dirs',
                                           'fashion_mnist_study' + suffix)
     docs = args.docs if args.docs is not None else (
-        None if args.smoke else osp.join(REPO, 'docs', 'results.md'))
+        None if args.smoke else osp.join(REPO, 'README.md'))
     seeds = args.seeds or (SMOKE['seeds'] if args.smoke else SEEDS)
 
     from augsub_mm.utils import prepare_fashion_mnist
