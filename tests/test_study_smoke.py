@@ -19,10 +19,10 @@ RUNS = 11  # 6 ViT configs, 5 ResNet configs (no dropout layers: no AugDrop)
 SEEDS = 2
 
 
-def study(out, work_dir):
+def study(out, work_dir, *extra):
     return subprocess.run(
         [sys.executable, 'tools/study/run_study.py', '--smoke', '--out', out,
-         '--work-dir', work_dir, '--jobs', '2'],
+         '--work-dir', work_dir, '--jobs', '2', *extra],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, timeout=900)
 
@@ -64,6 +64,9 @@ def test_smoke_study(tmp_path):
     # (1): 3 ViT + 2 ResNet sub-models; (2) and (3): one line per model.
     assert len(answers) == 5 + 2 + 2
     assert '± ' in summary  # two seeds: a std
+    cpu_minutes = sum(r['cpu_time_s'] for r in records) / 60
+    assert f'training took {cpu_minutes:.0f} CPU-minutes over {RUNS * SEEDS}' \
+        f' runs' in summary
     for name in ('top1.png', 'loss_curves_vit.png', 'loss_curves_resnet.png'):
         import matplotlib.image as mpimg
         image = mpimg.imread(osp.join(out, name))
@@ -74,3 +77,15 @@ def test_smoke_study(tmp_path):
     assert again.returncode == 0, again.stdout[-3000:]
     assert again.stdout.count('done before, skipped') == RUNS * SEEDS
     assert open(osp.join(out, 'summary.md')).read() == summary
+
+    # --no-train over a complete grid: the same summary, and the command it
+    # shows is the one that trains (without --no-train).
+    listed = study(out, work_dir, '--no-train')
+    assert listed.returncode == 0, listed.stdout[-3000:]
+    assert open(osp.join(out, 'summary.md')).read() == summary
+    # Over an incomplete grid (seed 2 never trained) it says so, and keeps
+    # --no-train in the command.
+    partial = study(out, work_dir, '--no-train', '--seeds', '0', '1', '2')
+    assert partial.returncode == 0, partial.stdout[-3000:]
+    assert partial.stdout.count('no record, left out') == RUNS
+    assert '--no-train' in open(osp.join(out, 'summary.md')).read()

@@ -287,7 +287,7 @@ def summarize(records: List[dict]) -> Dict[str, str]:
     by_arch = group(records)
     rows, table = [], [
         '| model | training | top-1 % (mean ± std) | Δ vs baseline | '
-        'seeds | final main train loss | min per run |',
+        'seeds | final main train loss | CPU min per run |',
         '|---|---|---|---|---|---|---|']
     for arch, variants in by_arch.items():
         base = variants.get('baseline')
@@ -298,7 +298,9 @@ def summarize(records: List[dict]) -> Dict[str, str]:
                 continue
             m, s = mean_std([r['top1'] for r in runs])
             lm, ls = mean_std([r['curves']['loss'][-1] for r in runs])
-            minutes = statistics.mean(r['train_time_s'] for r in runs) / 60
+            # CPU time of the training (one torch thread per run): unlike
+            # wall time, other jobs on the machine do not inflate it.
+            minutes = statistics.mean(r['cpu_time_s'] for r in runs) / 60
             delta = '' if base_mean is None or variant == 'baseline' else \
                 f'{m - base_mean:+.2f}'
             table.append(
@@ -309,7 +311,7 @@ def summarize(records: List[dict]) -> Dict[str, str]:
                              top1_mean=round(m, 3),
                              top1_std=round(s, 3), delta=delta,
                              final_loss_mean=round(lm, 4),
-                             minutes_per_run=round(minutes, 2)))
+                             cpu_minutes_per_run=round(minutes, 2)))
     return dict(table='\n'.join(table), claims=claims(by_arch), csv=rows)
 
 
@@ -418,9 +420,13 @@ def write_summary(records: List[dict], out: str, docs: Optional[str],
             f'{ARCHS[arch][0]} on Fashion-MNIST (mean over seeds)',
             log_loss=True))
     first = records[0]
+    cpu_minutes = sum(r['cpu_time_s'] for r in records) / 60
     settings = (f"{first['num_train']} training images, {first['epochs']} "
                 f"epochs, top-1 on {first['num_test']} test images, seeds "
-                f"{sorted({r['seed'] for r in records})}")
+                f"{sorted({r['seed'] for r in records})}; training took "
+                f"{cpu_minutes:.0f} CPU-minutes over {len(records)} runs "
+                f"(about {cpu_minutes / 2:.0f} minutes with `--jobs 2` on "
+                f"2 free cores)")
 
     def markdown(prefix: str) -> str:
         images = '\n'.join(
@@ -518,8 +524,14 @@ def main(argv=None):
     if not records:
         raise SystemExit(f'No run of this grid has a record in {out}/runs: '
                          'nothing to summarize (drop --no-train to train).')
-    command = shlex.join(['python', 'tools/study/run_study.py',
-                          *(sys.argv[1:] if argv is None else argv)])
+    given = list(sys.argv[1:] if argv is None else argv)
+    grid = [1 for a in args.archs for v in args.variants for _ in seeds
+            if osp.isfile(config_path(a, v))]
+    if len(records) == len(grid):
+        # Nothing was left out: the same command without --no-train
+        # reproduces the summary (it trains what has no record).
+        given = [a for a in given if a != '--no-train']
+    command = shlex.join(['python', 'tools/study/run_study.py', *given])
     print(write_summary(records, out, docs or None, command))
     print(f'Results in {out}')
 
