@@ -89,3 +89,35 @@ def test_smoke_study(tmp_path):
     assert partial.returncode == 0, partial.stdout[-3000:]
     assert partial.stdout.count('no record, left out') == RUNS
     assert '--no-train' in open(osp.join(out, 'summary.md')).read()
+
+
+def load_driver():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'run_study', osp.join(REPO, 'tools', 'study', 'run_study.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_only_the_whole_study_rewrites_the_readme():
+    driver = load_driver()
+    readme = osp.join(REPO, 'README.md')
+
+    def target(*argv):
+        args = driver.parse_args(list(argv))
+        seeds = args.seeds or (driver.SMOKE['seeds'] if args.smoke
+                               else driver.SEEDS)
+        return driver.docs_target(args, seeds)
+
+    assert target() == readme
+    assert target('--seeds', '2', '1', '0', '--jobs', '1') == readme
+    # Pieces of the study, the smoke version, another results folder.
+    assert target('--archs', 'resnet') is None
+    assert target('--variants', 'baseline', 'augmask') is None
+    assert target('--seeds', '0') is None
+    assert target('--smoke') is None
+    assert target('--out', '/tmp/elsewhere') is None
+    # --docs decides when given.
+    assert target('--archs', 'vit', '--docs', 'notes.md') == 'notes.md'
+    assert target('--docs', '') is None

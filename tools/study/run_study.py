@@ -489,7 +489,8 @@ def parse_args(argv=None):
         'missing')
     parser.add_argument('--docs', help='markdown file whose study block '
                         'gets the summary (default: README.md for the '
-                        'whole study, none for --smoke; "" for none)')
+                        'whole study in results/fashion_mnist, none for a '
+                        'piece of it or --smoke; "" for none)')
     parser.add_argument('--jobs', type=int, default=os.cpu_count() or 1,
                         help='runs trained in parallel, each with '
                         'cpu_count // jobs torch threads (default: '
@@ -502,6 +503,21 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def docs_target(args, seeds) -> Optional[str]:
+    """The markdown file whose study block gets the summary: ``--docs`` if
+    given, else README.md for the whole study in results/fashion_mnist.
+    The README shows the whole study: a piece of it (some models, variants
+    or seeds), the smoke version or another results folder leave it alone.
+    """
+    if args.docs is not None:
+        return args.docs or None
+    whole = (not args.smoke and args.out is None
+             and set(args.archs) == set(ARCHS)
+             and set(args.variants) == set(VARIANTS)
+             and set(seeds) == set(SEEDS))
+    return osp.join(REPO, 'README.md') if whole else None
+
+
 def main(argv=None):
     args = parse_args(argv)
     suffix = '_smoke' if args.smoke else ''
@@ -510,9 +526,8 @@ def main(argv=None):
                 if args.smoke else ('results', 'fashion_mnist')))
     work_root = args.work_dir or osp.join(REPO, 'work_dirs',
                                           'fashion_mnist_study' + suffix)
-    docs = args.docs if args.docs is not None else (
-        None if args.smoke else osp.join(REPO, 'README.md'))
     seeds = args.seeds or (SMOKE['seeds'] if args.smoke else SEEDS)
+    docs = docs_target(args, seeds)
 
     from augsub_mm.utils import prepare_fashion_mnist
     prepare_fashion_mnist(args.data_root)
@@ -532,7 +547,7 @@ def main(argv=None):
         # reproduces the summary (it trains what has no record).
         given = [a for a in given if a != '--no-train']
     command = shlex.join(['python', 'tools/study/run_study.py', *given])
-    print(write_summary(records, out, docs or None, command))
+    print(write_summary(records, out, docs, command))
     print(f'Results in {out}')
 
 
