@@ -6,7 +6,8 @@ From `Augmenting Sub-model to Improve Main Model
 applies :func:`enable_augsub` to a model-zoo config such as
 ``mmpretrain::deit3/deit3-small-p16_64xb64_in1k.py``, and always applies
 :func:`prepare_augsub_config`; :func:`setup_cpu_dist` lets the tools run
-distributed on machines without an accelerator (gloo).
+distributed on machines without an accelerator (gloo), and
+:func:`close_dist` ends a distributed run cleanly.
 """
 import contextlib
 import os.path as osp
@@ -267,3 +268,21 @@ def setup_cpu_dist(cfg: Config) -> bool:
         wrapper.setdefault('device_ids', None)
     cfg.model_wrapper_cfg = wrapper
     return True
+
+
+def close_dist() -> None:
+    """End a tool's distributed run: wait for every rank, then destroy the
+    process group.
+
+    Left to interpreter exit, the process group's threads are torn down in
+    no fixed order, and a rank that finished its work can still abort
+    ("terminate called without an active exception", SIGABRT), which
+    torchrun reports as a failed run; torch asks for an explicit
+    ``destroy_process_group`` with nccl too. Call it after a successful
+    ``runner.train()`` / ``runner.test()``; it does nothing without a
+    process group.
+    """
+    if torch.distributed.is_available() and \
+            torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

@@ -18,7 +18,7 @@ from copy import deepcopy
 
 import augsub_mm  # noqa: F401  registers AugSub; safe checkpoint loading
 import mmengine
-from augsub_mm.config import resolve_config, setup_cpu_dist
+from augsub_mm.config import close_dist, resolve_config, setup_cpu_dist
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
@@ -152,6 +152,7 @@ def main(argv=None) -> None:
     metrics = runner.test()
     if args.out and args.out_item == 'metrics':
         mmengine.dump(metrics, args.out)
+    close_dist()
 
 
 if __name__ == '__main__':

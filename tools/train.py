@@ -21,9 +21,9 @@ from copy import deepcopy
 from typing import Optional
 
 import augsub_mm  # noqa: F401  registers AugSub; safe checkpoint loading
-from augsub_mm.config import (SPEC_HELP, enable_augsub, parse_augsub,
-                              prepare_augsub_config, resolve_config,
-                              setup_cpu_dist)
+from augsub_mm.config import (SPEC_HELP, close_dist, enable_augsub,
+                              parse_augsub, prepare_augsub_config,
+                              resolve_config, setup_cpu_dist)
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.device import get_device
 from mmengine.hooks import Hook
@@ -206,6 +206,7 @@ def main(argv=None) -> None:
     runner.register_hook(validation)
     runner.train()
     report(runner, validation)
+    close_dist()
 
 
 if __name__ == '__main__':

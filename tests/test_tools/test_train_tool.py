@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from augsub_mm.config import (enable_augsub, parse_augsub,
+from augsub_mm.config import (close_dist, enable_augsub, parse_augsub,
                               prepare_augsub_config, resolve_config,
                               setup_cpu_dist)
 from mmengine.config import Config
@@ -179,6 +179,20 @@ def test_setup_cpu_dist_does_nothing_without_launcher():
     assert setup_cpu_dist(cfg) is False
     assert cfg.to_dict() == before
     assert not torch.distributed.is_initialized()
+
+
+def test_close_dist_destroys_the_process_group(tmp_path):
+    close_dist()  # no process group: nothing to do
+    dist = torch.distributed
+    dist.init_process_group('gloo', rank=0, world_size=1,
+                            init_method=f'file://{tmp_path}/store')
+    try:
+        assert dist.is_initialized()
+        close_dist()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def test_resolve_config():
