@@ -84,7 +84,7 @@ def test_compare_real_runs(tmp_path, image_folder):
         [*work_dirs, '--labels', 'baseline', 'AugMask', '--out', out])
     import matplotlib.image as mpimg
     image = mpimg.imread(out)
-    assert image.shape[:2] == (400, 1100)  # figsize (11, 4) at 100 dpi
+    assert image.shape[:2] == (400, 1400)  # figsize (14, 4) at 100 dpi
     # A drawn picture: many distinct colours, not a blank canvas.
     assert image[..., :3].std() > 0.05
     assert len(np.unique(image[..., :3].reshape(-1, 3), axis=0)) > 50

@@ -93,36 +93,45 @@ def read_log(path: str) -> Dict[str, list]:
 
 
 def plot_runs(runs: List[Tuple[str, Dict[str, list]]], out: str,
-              title: Optional[str] = None, log_loss: bool = False) -> str:
+              title: Optional[str] = None, log_loss: bool = False,
+              colors: Optional[List[str]] = None) -> str:
     """Draw training losses and validation top-1 of ``runs`` (pairs of a
-    label and :func:`read_log`'s output) side by side; save a PNG to
-    ``out`` and return its path. ``log_loss`` draws the loss on a log
-    scale."""
+    label and :func:`read_log`'s output) side by side, with one legend
+    beside them; save a PNG to ``out`` and return its path. ``log_loss``
+    draws the loss on a log scale; ``colors`` gives each run its colour
+    (default: matplotlib's cycle)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    fig, (ax_loss, ax_top1) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_loss, ax_top1) = plt.subplots(1, 2, figsize=(14, 4))
+    handles = []
     for i, (label, run) in enumerate(runs):
-        color = f'C{i % 10}'
-        ax_loss.plot(run['epoch'], run['loss'], color=color,
-                     label=f'{label}: loss (main)')
+        color = colors[i] if colors else f'C{i % 10}'
+        ax_loss.plot(run['epoch'], run['loss'], color=color)
         if run['loss_sub']:
             ax_loss.plot(run['epoch'], run['loss_sub'], color=color,
-                         linestyle='--', label=f'{label}: loss_sub')
-        ax_top1.plot(run['val_epoch'], run['top1'], color=color, marker='o',
-                     label=label)
+                         linestyle='--')
+        ax_top1.plot(run['val_epoch'], run['top1'], color=color, marker='o')
+        handles.append(Line2D([], [], color=color, marker='o', label=label))
+    if any(run['loss_sub'] for _, run in runs):
+        handles += [
+            Line2D([], [], color='grey', label='loss of the main model'),
+            Line2D([], [], color='grey', linestyle='--',
+                   label='loss of the sub-model')]
     ax_loss.set(xlabel='epoch', ylabel='training loss (epoch mean)',
                 title='Training loss', yscale='log' if log_loss else 'linear')
     ax_top1.set(xlabel='epoch', ylabel='top-1 (%)', title='Validation top-1')
     for ax in (ax_loss, ax_top1):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.78, 1))
+    fig.legend(handles=handles, loc='center left', fontsize=8,
+               bbox_to_anchor=(0.78, 0.5), frameon=False)
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out

@@ -370,6 +370,11 @@ def claims(by_arch) -> str:
         'mean and AugMask 0.75 is not).', *(three or not_run)])
 
 
+def variant_color(variant: str) -> str:
+    """One colour per variant, the same in every plot of the study."""
+    return f'C{list(VARIANTS).index(variant)}'
+
+
 def plot_top1(by_arch, out: str) -> str:
     import matplotlib
     matplotlib.use('Agg')
@@ -382,7 +387,7 @@ def plot_top1(by_arch, out: str) -> str:
         means = [m for m, _ in stats]
         errs = [0 if math.isnan(s) else s for _, s in stats]
         ax.bar(range(len(names)), means, yerr=errs, capsize=4,
-               color=[f'C{list(VARIANTS).index(n)}' for n in names])
+               color=[variant_color(n) for n in names])
         if 'baseline' in v:
             ax.axhline(means[0], color='k', linewidth=0.8, linestyle=':')
         ax.set_xticks(range(len(names)))
@@ -413,12 +418,12 @@ def write_summary(records: List[dict], out: str, docs: Optional[str],
     by_arch = group(records)
     plots = [plot_top1(by_arch, osp.join(out, 'top1.png'))]
     for arch, v in by_arch.items():
-        runs = [(VARIANTS[n][0], mean_curves(v[n])) for n in VARIANTS
-                if n in v]
+        names = [n for n in VARIANTS if n in v]
         plots.append(plot_runs(
-            runs, osp.join(out, f'loss_curves_{arch}.png'),
+            [(VARIANTS[n][0], mean_curves(v[n])) for n in names],
+            osp.join(out, f'loss_curves_{arch}.png'),
             f'{ARCHS[arch][0]} on Fashion-MNIST (mean over seeds)',
-            log_loss=True))
+            log_loss=True, colors=[variant_color(n) for n in names]))
     first = records[0]
     cpu_minutes = sum(r['cpu_time_s'] for r in records) / 60
     settings = (f"{first['num_train']} training images, {first['epochs']} "
