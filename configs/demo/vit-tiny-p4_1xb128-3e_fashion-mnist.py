@@ -2,11 +2,13 @@
 # small enough to train for a few minutes on 2 CPU cores. Written like a
 # model-zoo config; the AugMask demo inherits it and adds the switch-on
 # lines, as a user would.
-# Data: Debian's `dataset-fashion-mnist`, un-gzipped by tools/run_demo.sh
-# into data/fashion_mnist (augsub_mm.utils.prepare_fashion_mnist). To use
-# another folder: --cfg-options train_dataloader.dataset.data_root=DIR
-# val_dataloader.dataset.data_root=DIR test_dataloader.dataset.data_root=DIR
-data_root = 'data/fashion_mnist'
+# Data: ../_base_/datasets/fashion-mnist_bs64.py (Debian's
+# `dataset-fashion-mnist`, un-gzipped by tools/run_demo.sh into
+# data/fashion_mnist; it says how to use another folder).
+_base_ = [
+    '../_base_/datasets/fashion-mnist_bs64.py',
+    'mmpretrain::_base_/default_runtime.py',
+]
 
 model = dict(
     type='ImageClassifier',
@@ -30,43 +32,15 @@ model = dict(
     init_cfg=[dict(type='TruncNormal', layer='Linear', std=.02),
               dict(type='Constant', layer='LayerNorm', val=1., bias=0.)])
 
-train_pipeline = [
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackInputs'),
-]
-test_pipeline = [dict(type='PackInputs')]
-
 # NOTE: 20k of the 60k training images per epoch keep an epoch under a
 # minute on 2 cores; validation uses the full 10k test set.
 train_dataloader = dict(
     batch_size=128,
     num_workers=2,
     persistent_workers=True,
-    dataset=dict(
-        type='FashionMNIST',
-        data_root=data_root,
-        split='train',
-        download=False,
-        indices=20000,
-        pipeline=train_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=True))
-val_dataloader = dict(
-    batch_size=256,
-    num_workers=2,
-    persistent_workers=True,
-    dataset=dict(
-        type='FashionMNIST',
-        data_root=data_root,
-        split='test',
-        # NOTE: mmpretrain 1.2's MNIST datasets pick the files by
-        # test_mode, not by split: without it this would be the train set.
-        test_mode=True,
-        download=False,
-        pipeline=test_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=False))
-val_evaluator = dict(type='Accuracy', topk=(1, ))
+    dataset=dict(indices=20000))
+val_dataloader = dict(batch_size=256, num_workers=2, persistent_workers=True)
 test_dataloader = val_dataloader
-test_evaluator = val_evaluator
 
 optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05),
@@ -85,22 +59,7 @@ val_cfg = dict()
 test_cfg = dict()
 auto_scale_lr = dict(base_batch_size=128)
 
-default_scope = 'mmpretrain'
 default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=20),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2,
-                    save_best='auto'),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='VisualizationHook', enable=False))
-env_cfg = dict(
-    cudnn_benchmark=False,
-    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='nccl'))
-vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='UniversalVisualizer', vis_backends=vis_backends)
-log_level = 'INFO'
-load_from = None
-resume = False
-randomness = dict(seed=0, deterministic=False)
+    logger=dict(interval=20),
+    checkpoint=dict(max_keep_ckpts=2, save_best='auto'))
+randomness = dict(seed=0)

@@ -1,6 +1,8 @@
 # A plain ViT classifier small enough for CPU tests, written like a
 # model-zoo config (no augsub_mm in it), on a generated image folder:
 # see tests/conftest.py:data_root_options to point it at other images.
+_base_ = 'mmpretrain::_base_/default_runtime.py'
+
 data_root = 'data/toy'
 
 model = dict(
@@ -60,21 +62,6 @@ train_cfg = dict(by_epoch=True, max_epochs=2, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
 
-default_scope = 'mmpretrain'
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=1),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='VisualizationHook', enable=False))
-env_cfg = dict(
-    cudnn_benchmark=False,
-    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='gloo'))
-vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='UniversalVisualizer', vis_backends=vis_backends)
-log_level = 'INFO'
-load_from = None
-resume = False
-randomness = dict(seed=0, deterministic=False)
+default_hooks = dict(logger=dict(interval=1))
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
+randomness = dict(seed=0)

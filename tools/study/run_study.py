@@ -119,12 +119,25 @@ def run_name(arch: str, variant: str, seed: int) -> str:
     return f'{arch}_{variant}_seed{seed}'
 
 
+def _drop_default_scope(node, scope: str):
+    """``node`` without the ``_scope_`` keys that name ``scope``: mmengine
+    adds them to what a config inherits from ``mmpretrain::`` files, and
+    they select the registry that the default scope selects anyway."""
+    if isinstance(node, dict):
+        return {k: _drop_default_scope(v, scope) for k, v in node.items()
+                if not (k == '_scope_' and v == scope)}
+    if isinstance(node, (list, tuple)):
+        return [_drop_default_scope(v, scope) for v in node]
+    return node
+
+
 def fingerprint(cfg, data_root: str) -> str:
     """Hash of everything in the config that can change a result (not where
     the data or the work dir are)."""
     settings = cfg.to_dict()
     for key in ('work_dir', 'experiment_name', 'log_level'):
         settings.pop(key, None)
+    settings = _drop_default_scope(settings, settings.get('default_scope'))
     text = json.dumps(settings, sort_keys=True, default=str).replace(
         json.dumps(data_root)[1:-1], '<data_root>')
     return hashlib.sha256(text.encode()).hexdigest()[:16]
