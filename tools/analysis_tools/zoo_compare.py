@@ -25,6 +25,8 @@ import sys
 from collections import deque
 from typing import Dict, List, Optional, Tuple
 
+from augsub_mm.config import resolve_config
+
 HERE = osp.dirname(osp.abspath(__file__))
 REPO = osp.dirname(osp.dirname(HERE))
 sys.path.insert(0, HERE)
@@ -93,9 +95,8 @@ def base_files(path: str) -> List[str]:
 
 
 def resolve_base(base: str, child: str) -> str:
-    if base.startswith('mmpretrain::'):
-        return osp.join(mmpretrain_root(), 'configs',
-                        base[len('mmpretrain::'):])
+    if '::' in base:  # a model-zoo file, e.g. mmpretrain::deit3/...
+        return resolve_config(base)
     return osp.normpath(osp.join(osp.dirname(child), base))
 
 
