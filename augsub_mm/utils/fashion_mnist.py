@@ -65,8 +65,9 @@ def prepare_fashion_mnist(data_root: str, source: str = DEBIAN_DIR,
                 f'Fashion-MNIST file {name} is neither in {data_root} nor in '
                 f'{source}. Install it with `apt-get install {DEBIAN_PACKAGE}`'
                 f' (as root), or put the four idx files ({", ".join(FILES)}, '
-                'gzipped or not) in a folder and pass it as the data root '
-                '(e.g. --cfg-options data_root=PATH for the demo).')
+                'gzipped or not) in a folder and point to it: FMNIST_ROOT=DIR '
+                'for tools/run_demo.sh and tools/run_tests.sh, --data-root DIR '
+                'for tools/study/run_study.py.')
         tmp = osp.join(data_root, name + '.part')
         opener = gzip.open if src.endswith('.gz') else open
         with opener(src, 'rb') as fin, open(tmp, 'wb') as fout:
