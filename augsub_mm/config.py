@@ -204,14 +204,21 @@ def prepare_augsub_config(cfg: Config) -> Config:
         wrapper['find_unused_parameters'] = cfg.find_unused_parameters
     cfg.model_wrapper_cfg = wrapper
 
-    optim_wrapper = cfg.get('optim_wrapper')
-    if optim_wrapper is not None:
-        constructor = optim_wrapper.get('constructor',
-                                        'DefaultOptimWrapperConstructor')
-        if _type_name(constructor) != CONSTRUCTOR:
-            optim_wrapper['base_constructor'] = constructor
-            optim_wrapper['constructor'] = CONSTRUCTOR
+    if cfg.get('optim_wrapper') is not None:
+        use_augsub_constructor(cfg.optim_wrapper)
     return cfg
+
+
+def use_augsub_constructor(optim_wrapper: dict) -> dict:
+    """Build ``optim_wrapper`` with ``AugSubOptimWrapperConstructor``, in
+    place, over the recipe's own constructor (kept as ``base_constructor``);
+    nothing changes if it already uses ours. Returns ``optim_wrapper``."""
+    constructor = optim_wrapper.get('constructor',
+                                    'DefaultOptimWrapperConstructor')
+    if _type_name(constructor) != CONSTRUCTOR:
+        optim_wrapper['base_constructor'] = constructor
+        optim_wrapper['constructor'] = CONSTRUCTOR
+    return optim_wrapper
 
 
 @contextlib.contextmanager

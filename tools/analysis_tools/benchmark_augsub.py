@@ -41,7 +41,6 @@ import traceback
 from typing import List, Optional, Tuple
 
 STEP_MODES = ('two_pass', 'joint')
-AUGSUB_CONSTRUCTOR = 'AugSubOptimWrapperConstructor'
 CPU_MMAP_BYTES = 64 * 1024
 
 
@@ -111,11 +110,9 @@ def parse_sub(text: str) -> Tuple[str, dict]:
 
 def load_config(path: str, options: Optional[dict]):
     from mmengine.config import Config
-    if '::' in path:
-        from mmengine.hub import get_config
-        cfg = get_config(path)
-    else:
-        cfg = Config.fromfile(path)
+
+    from augsub_mm.config import resolve_config
+    cfg = Config.fromfile(resolve_config(path))
     if options:
         cfg.merge_from_dict(options)
     return cfg
@@ -179,14 +176,11 @@ def optim_cfg(cfg, amp: bool, augsub: bool) -> dict:
     """The config's optimizer wrapper; for AugSub, built the way a user is
     told to (``AugSubOptimWrapperConstructor`` over the recipe's own
     constructor), since AugMask's mask token needs it."""
+    from augsub_mm.config import use_augsub_constructor
     optim = cfg.optim_wrapper.to_dict()
     if amp:
         optim['type'] = 'AmpOptimWrapper'
-    constructor = optim.get('constructor', 'DefaultOptimWrapperConstructor')
-    if augsub and constructor != AUGSUB_CONSTRUCTOR:
-        optim.update(constructor=AUGSUB_CONSTRUCTOR,
-                     base_constructor=constructor)
-    return optim
+    return use_augsub_constructor(optim) if augsub else optim
 
 
 # -- the worker: one process per mode ----------------------------------------
