@@ -116,6 +116,23 @@ def test_input_masking_resnet_fashion_images(tmp_path):
     check_png(out, rows=2, cols=3)
 
 
+def test_model_zoo_config_by_name(tmp_path):
+    # A plain model-zoo config, named as in tools/train.py: AugMask 0.5 on
+    # ResNet-18's input, in the paper's 32 px patches.
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(2):
+        path = str(tmp_path / f'{i}.png')
+        Image.fromarray(rng.integers(1, 255, (64, 64, 3), np.uint8)).save(
+            path)
+        images.append(path)
+    out = str(tmp_path / 'zoo.png')
+    vis_augsub.main(['mmpretrain::resnet/resnet18_8xb32_in1k.py', '--images',
+                     *images, '--out', out])
+    check_png(out, rows=2, cols=3)
+
+
 def test_swin_mask_token_blocks(image_folder, tmp_path):
     config = swin_config(tmp_path)
     _, model = build(config)

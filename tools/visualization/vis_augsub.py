@@ -241,7 +241,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Draw input images next to what the AugMask sub-model '
         'sees for the config\'s backbone.')
-    parser.add_argument('config', help='config file')
+    parser.add_argument(
+        'config', help='config file, or a model-zoo config such as '
+        'mmpretrain::resnet/resnet50_8xb32_in1k.py')
     parser.add_argument('--images', nargs='+',
                         help='image files (default: images of the config\'s '
                         'test dataset)')
@@ -265,7 +267,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
+    from augsub_mm.config import resolve_config
+    cfg = Config.fromfile(resolve_config(args.config))
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
