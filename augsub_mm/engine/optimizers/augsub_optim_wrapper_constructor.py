@@ -12,16 +12,19 @@ class AugSubOptimWrapperConstructor:
 
     From `Augmenting Sub-model to Improve Main Model
     <https://arxiv.org/abs/2306.11339>`_. AugMask on Swin learns a mask
-    token that the paper excludes from weight decay. This constructor builds
+    token that the paper excludes from weight decay. The token is 1-D, so a
+    recipe with ``paramwise_cfg=dict(flat_decay_mult=0.0)`` (mmpretrain's
+    Swin recipes) already does that without this constructor; this one does
+    it for any recipe, and gives the token the learning rate of the patch
+    embedding under layer-wise lr decay. This constructor builds
     the optimizer wrapper exactly as the recipe's constructor does (same
     ``paramwise_cfg``), then moves every parameter the sub-model declares
     (``model.augsub.param_group_anchors``) into a parameter group of its
     own with ``weight_decay=0`` and the other settings of the backbone
     module it belongs to: for the mask token, the patch embedding, so that
     layer-wise lr decay gives it the lr of layer 0. It then lets the
-    sub-model check the result (``check_optimizer``), which the sub-model
-    requires before it trains. For models without such parameters it
-    changes nothing.
+    sub-model check the result (``check_optimizer``). For models without
+    such parameters it changes nothing.
 
     Args:
         optim_wrapper_cfg (dict): The optimizer wrapper config, as for

@@ -28,7 +28,7 @@ def replace_masked_tokens(x: torch.Tensor, hw_shape: Tuple[int, int],
     Args:
         x (Tensor): Tokens (B, H * W, C) in row-major order.
         hw_shape (tuple[int, int]): The grid size (H, W).
-        mask_token (Tensor): The token (1, 1, C) put at masked positions.
+        mask_token (Tensor): The token (C, ) put at masked positions.
         ratio (float): Fraction of blocks masked, in [0, 1).
         block (int): Block side, in tokens.
 
@@ -37,7 +37,7 @@ def replace_masked_tokens(x: torch.Tensor, hw_shape: Tuple[int, int],
 
     Examples:
         >>> x = torch.rand(2, 7 * 7, 8)
-        >>> token = torch.zeros(1, 1, 8)
+        >>> token = torch.zeros(8)
         >>> out = replace_masked_tokens(x, (7, 7), token, 0.5, block=2)
         >>> out.shape
         torch.Size([2, 49, 8])

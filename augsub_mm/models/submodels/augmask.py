@@ -1,3 +1,4 @@
+import weakref
 from contextlib import contextmanager
 from typing import Iterator, List, Tuple
 
@@ -6,6 +7,7 @@ import torch.nn as nn
 from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.registry import MODELS
 from torch.optim import Optimizer
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from ..families import MASKINGS, BackboneFamily, get_family
 from ..utils.masking import drop_tokens, mask_input_patches
@@ -26,9 +28,12 @@ class AugMask(BaseSubModel):
     - ``'mask_token'`` (Swin): ``ratio`` of the blocks of
       ``input_patch_size`` x ``input_patch_size`` pixels are replaced, after
       patch embedding, by one learnable mask token (``self.mask_token``,
-      shape (1, 1, C), trunc-normal std 0.02). It must not be weight-decayed:
-      build the optimizer with ``AugSubOptimWrapperConstructor``, which puts
-      it in a group of its own, or the first sub pass raises.
+      shape (C, ), trunc-normal std 0.02). It must not be weight-decayed.
+      Being 1-D, it is covered by a recipe's ``flat_decay_mult=0.0`` (every
+      mmpretrain Swin recipe sets it), so any launcher's optimizer does
+      that; ``AugSubOptimWrapperConstructor`` does it for any recipe. The
+      first optimizer step that would update it with weight decay raises
+      instead (see :meth:`check_optimizer`).
     - ``'input'`` (CNNs, or forced for any backbone): ``ratio`` of the
       ``input_patch_size`` x ``input_patch_size`` patches of the normalised
       image are set to zero.
@@ -72,6 +77,15 @@ class AugMask(BaseSubModel):
         self.register_parameter('mask_token', None)
         self._optimizer_checked = False
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints of augsub_mm <= 0.1 hold the token as (1, 1, C).
+        key = prefix + 'mask_token'
+        token = state_dict.get(key)
+        if token is not None and self.mask_token is not None and \
+                token.dim() == 3 and token.shape[:2] == (1, 1):
+            state_dict[key] = token.reshape(-1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def resolve(self, family: BackboneFamily) -> str:
         """The masking actually used for ``family``."""
         masking = family.masking if self.masking == 'auto' else self.masking
@@ -86,8 +100,9 @@ class AugMask(BaseSubModel):
         super().bind(backbone)
         family = get_family(backbone)
         if self.resolve(family) == 'mask_token' and self.mask_token is None:
+            # 1-D, so that the recipes' flat_decay_mult=0.0 covers it.
             self.mask_token = nn.Parameter(
-                torch.zeros(1, 1, family.mask_token_dims()))
+                torch.zeros(family.mask_token_dims()))
             trunc_normal_(self.mask_token, std=.02)
 
     # -- optimizer placement of the mask token --------------------------
@@ -102,10 +117,17 @@ class AugMask(BaseSubModel):
 
     def check_optimizer(self, optimizer: Optimizer) -> None:
         """Check that the mask token is in a parameter group with
-        ``weight_decay=0``; the sub pass refuses to train until this passed.
+        ``weight_decay=0``.
 
-        ``AugSubOptimWrapperConstructor`` calls it; call it yourself after
-        building an optimizer by other means.
+        Called by ``AugSubOptimWrapperConstructor`` when it builds the
+        optimizer; otherwise, automatically before the first step of the
+        optimizer that holds the token (so it works under any launcher,
+        e.g. mmpretrain's own ``tools/train.py``): a recipe that would decay
+        the token stops there, before anything is updated.
+
+        Raises:
+            ValueError: If the token is in no group, in several, or in one
+                with a non-zero weight decay.
         """
         if self.mask_token is None:
             return
@@ -117,9 +139,21 @@ class AugMask(BaseSubModel):
                 'AugMask\'s mask token must be in exactly one parameter '
                 'group, with weight_decay=0 (the paper excludes it from '
                 f'weight decay); found it in groups with weight_decay {found}.'
-                ' Build the optimizer with optim_wrapper = dict(constructor='
-                "'AugSubOptimWrapperConstructor', ...), which does this.")
+                ' The token is 1-D: a recipe with paramwise_cfg=dict('
+                'flat_decay_mult=0.0) (all of mmpretrain\'s Swin recipes) '
+                'covers it; for any other recipe set optim_wrapper = dict('
+                "constructor='AugSubOptimWrapperConstructor') (the recipe's "
+                'own constructor, if any, goes to base_constructor).')
         self._optimizer_checked = True
+        _AWAITING_CHECK.discard(self)
+
+    def _check_before_first_step(self) -> None:
+        """Have :meth:`check_optimizer` run before the first step of
+        whichever optimizer holds the mask token."""
+        global _STEP_HOOK
+        _AWAITING_CHECK.add(self)
+        if _STEP_HOOK is None:
+            _STEP_HOOK = register_optimizer_step_pre_hook(_check_before_step)
 
     @contextmanager
     def engage(self, backbone: nn.Module) -> Iterator[None]:
@@ -138,15 +172,7 @@ class AugMask(BaseSubModel):
         else:
             if self.mask_token.requires_grad and torch.is_grad_enabled() \
                     and not self._optimizer_checked:
-                raise RuntimeError(
-                    'AugMask trains a mask token that must not be '
-                    'weight-decayed, and no optimizer was checked for it. '
-                    'Add to your config: optim_wrapper = dict(constructor='
-                    "'AugSubOptimWrapperConstructor') -- it keeps the "
-                    "recipe's paramwise_cfg; a recipe with its own "
-                    'constructor sets it as base_constructor. With an '
-                    'optimizer built by other means, call '
-                    'model.augsub.check_optimizer(optimizer).')
+                self._check_before_first_step()
             handle = family.mask_token_hook(self.mask_token, self.ratio,
                                             self.input_patch_size)
         try:
@@ -156,3 +182,25 @@ class AugMask(BaseSubModel):
 
     def extra_repr(self) -> str:
         return f'ratio={self.ratio}, masking={self.masking!r}'
+
+
+# AugMask instances whose mask token trains and has not been checked against
+# an optimizer yet, and the one global step pre-hook that checks them: the
+# model cannot see the optimizer a launcher builds, but every optimizer step
+# passes through torch's global hooks, before any parameter changes.
+_AWAITING_CHECK: 'weakref.WeakSet[AugMask]' = weakref.WeakSet()
+_STEP_HOOK = None
+
+
+def _check_before_step(optimizer: Optimizer, args, kwargs) -> None:
+    global _STEP_HOOK
+    for augmask in list(_AWAITING_CHECK):
+        token = augmask.mask_token
+        if token is None:
+            _AWAITING_CHECK.discard(augmask)
+        elif any(p is token for g in optimizer.param_groups
+                 for p in g['params']):
+            augmask.check_optimizer(optimizer)
+    if not _AWAITING_CHECK and _STEP_HOOK is not None:
+        _STEP_HOOK.remove()
+        _STEP_HOOK = None
