@@ -36,13 +36,15 @@ SPEC_HELP = (f'TYPE[:RATIO] with TYPE one of {SUB_MODELS} and RATIO a number '
 def resolve_config(path: str) -> str:
     """The file of a config given as a path or as ``package::path``.
 
-    ``Config.fromfile`` reads ``mmpretrain::...`` only inside ``_base_``;
+    ``Config.fromfile`` reads ``package::path`` only inside ``_base_``;
     this resolves it to the config the package ships, so that the tools
-    accept a model-zoo config directly.
+    accept a model-zoo config (``mmpretrain::...``) or one of ours
+    (``augsub_mm::...``) directly.
 
     Args:
         path (str): A config file, or e.g.
-            ``'mmpretrain::deit3/deit3-small-p16_64xb64_in1k.py'``.
+            ``'mmpretrain::deit3/deit3-small-p16_64xb64_in1k.py'``,
+            ``'augsub_mm::swin/swin-tiny_16xb64-augmask_in1k.py'``.
 
     Returns:
         str: ``path`` itself if it is a file or has no ``::``, else the
@@ -51,16 +53,24 @@ def resolve_config(path: str) -> str:
     if osp.isfile(path) or '::' not in path:
         return path
     package, rel_path = path.split('::', 1)
-    if not is_installed(package):
+    if package == 'augsub_mm':
+        # Installed: augsub_mm/.mim/configs; a source checkout also has
+        # configs/ beside the package (editable installs).
+        here = osp.dirname(osp.abspath(__file__))
+        roots = [osp.join(here, '.mim', 'configs'),
+                 osp.join(osp.dirname(here), 'configs')]
+    elif is_installed(package):
+        roots = [osp.join(get_installed_path(package), '.mim', 'configs')]
+    else:
         raise FileNotFoundError(
             f'Config {path!r}: package {package!r} is not installed.')
-    shipped = osp.join(get_installed_path(package), '.mim', 'configs',
-                       rel_path)
-    if not osp.isfile(shipped):
-        raise FileNotFoundError(
-            f'Config {path!r}: {package} ships no {rel_path} (looked for '
-            f'{shipped}).')
-    return shipped
+    for root in roots:
+        shipped = osp.join(root, rel_path)
+        if osp.isfile(shipped):
+            return shipped
+    raise FileNotFoundError(
+        f'Config {path!r}: {package} ships no {rel_path} (looked in '
+        f'{", ".join(roots)}).')
 
 
 def parse_augsub(spec: str) -> dict:
