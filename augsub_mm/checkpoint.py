@@ -10,6 +10,7 @@ that runs a command, say) is still refused.
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
+from mmengine.utils import digit_version
 
 _HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
 
@@ -55,6 +56,15 @@ def safe_globals() -> list:
 
 
 def register_checkpoint_globals() -> None:
-    """Allow-list the globals of mmengine checkpoints for ``torch.load``."""
-    if hasattr(torch.serialization, 'add_safe_globals'):
-        torch.serialization.add_safe_globals(safe_globals())
+    """Allow-list the globals of mmengine checkpoints for ``torch.load``.
+
+    Needs torch >= 2.6: ``add_safe_globals`` takes ``(function, name)``
+    pairs (our guarded ``getattr``) only from that release on, and from it
+    on ``torch.load`` is safe by default."""
+    if digit_version(torch.__version__) < digit_version('2.6.0'):
+        raise ImportError(
+            f'augsub_mm needs torch >= 2.6 (found {torch.__version__}): '
+            'older releases load checkpoints with the unsafe pickle loader '
+            'by default and cannot allow-list mmengine\'s checkpoint '
+            'globals. Upgrade torch (and torchvision to match).')
+    torch.serialization.add_safe_globals(safe_globals())

@@ -19,6 +19,7 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 import augsub_mm  # noqa: F401
+from augsub_mm.models.utils import sub_pass_seed
 from conftest import data_root_options
 
 NUM_CLASSES = 4
@@ -111,7 +112,7 @@ def test_accumulation_steps_and_scales_as_without_augsub(step_mode):
             seed_all(i)
             data = ref.data_preprocessor(batch(i), True)
             main, sub = ref(data['inputs'], data['data_samples'],
-                            mode='augsub_joint')
+                            mode='augsub_joint', sub_seed=sub_pass_seed(i))
             loss = (ref.parse_losses(main)[0] + ref.parse_losses(sub)[0]) / 2
             (loss / len(window)).backward()
         sgd.step()

@@ -1,21 +1,50 @@
-from contextlib import nullcontext
-from typing import Dict, List, Optional, Union
+from contextlib import contextmanager, nullcontext
+from typing import Dict, Iterator, List, Optional, Union
 
 import torch
 import torch.nn as nn
-from mmengine.dist import get_world_size
+from mmengine.model.utils import detect_anomalous_params
 from mmengine.optim import OptimWrapper
-from mmpretrain.models import ImageClassifier
+from mmpretrain.models import ClsHead, ImageClassifier, MultiLabelClsHead
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from ..submodels import BaseSubModel
+from ..utils.rng import seeded_stream, sub_pass_seed
 
 STEP_MODES = ('two_pass', 'joint')
 SUB_MODELS = ('AugMask', 'AugDrop', 'AugPath')
 
 WRAPPER_HINT = ("model_wrapper_cfg = dict(type='AugSubDistributedDataParallel')"
                 ' (and custom_imports = dict(imports=[\'augsub_mm\']))')
+# Heads whose loss() is "score = self(feats); self._get_loss(score, ...)":
+# the main branch computes the score once and reuses it as the teacher.
+STANDARD_HEAD_LOSSES = (ClsHead.loss, MultiLabelClsHead.loss)
+COMPILE_HINT = (
+    'torch.compile of the AugSub training step is not supported: Dynamo '
+    'does not see the hooks the sub pass adds per step, so the compiled '
+    'step would train the sub-model without its masking/drop (measured). '
+    'Remove `compile` from the config; the validation and test steps are '
+    'not affected.')
+
+
+def refuse_compiled_train_step(name: str, value) -> None:
+    """Raise when ``value`` is a ``torch.compile``-d ``train_step`` being
+    set on the model or its wrapper: what mmengine's Runner does for
+    ``compile`` in a config."""
+    if name == 'train_step' and hasattr(value, '_torchdynamo_orig_callable'):
+        raise RuntimeError(COMPILE_HINT)
+
+
+def checkpointing_module(module: nn.Module) -> Optional[str]:
+    """Name of the first sub-module of ``module`` that recomputes its forward
+    in the backward (``with_cp=True`` of mmpretrain's blocks, or a forward
+    wrapped by mmengine's ``activation_checkpointing``), else None."""
+    for name, child in module.named_modules():
+        if getattr(child, 'with_cp', False) is True \
+                or 'forward' in vars(child):
+            return name or type(module).__name__
+    return None
 
 
 @MODELS.register_module()
@@ -72,57 +101,123 @@ class AugSubClassifier(ImageClassifier):
             raise ValueError(f'Unsupported step_mode {step_mode!r}, please '
                              f'choose from {STEP_MODES}.')
         self.step_mode = step_mode
-        if self.head is None or not hasattr(self.head, '_get_loss'):
+        if self.head is None or not hasattr(self.head, 'loss'):
             raise TypeError(
-                'AugSubClassifier needs a classification head of the ClsHead '
-                f'family (with `_get_loss`), got {type(self.head).__name__}.')
+                'AugSubClassifier needs a classification head with a loss '
+                f'(mmpretrain\'s ClsHead family), got '
+                f'{type(self.head).__name__}.')
         self.augsub = build_submodel(augsub)
         self.augsub.bind(self.backbone)
+        if step_mode == 'joint':
+            self._check_joint_without_checkpointing()
         if not isinstance(sub_loss, nn.Module):
             sub_loss = MODELS.build(sub_loss or dict(type='AugSubLoss'))
         sub_loss.match_head_loss(self.head.loss_module)
         self.sub_loss = sub_loss
+
+    def __setattr__(self, name: str, value) -> None:
+        refuse_compiled_train_step(name, value)
+        super().__setattr__(name, value)
+
+    def _check_joint_without_checkpointing(self) -> None:
+        name = checkpointing_module(self.backbone)
+        if name is not None:
+            # One backward over both graphs recomputes the main and the sub
+            # forward with the same module state, and under DDP reentrant
+            # checkpointing marks a parameter ready twice.
+            raise ValueError(
+                f"step_mode='joint' cannot be combined with gradient "
+                f'checkpointing (with_cp=True or activation_checkpointing; '
+                f'found in backbone module {name!r}). Use '
+                "step_mode='two_pass' (the default): the same gradient, and "
+                'peak memory of normal training.')
 
     # -- forward --------------------------------------------------------
     def forward(self,
                 inputs: torch.Tensor,
                 data_samples: Optional[List[DataSample]] = None,
                 mode: str = 'tensor',
-                teacher: Optional[torch.Tensor] = None):
+                teacher: Optional[torch.Tensor] = None,
+                sub_seed: Optional[int] = None):
         """ImageClassifier's forward, plus the branches of the AugSub step.
 
         The extra modes exist so that the training step can run each branch
         through a DDP wrapper's forward (which the reducer needs):
         ``'augsub_main'`` returns the main losses and the detached main
-        logits, ``'augsub_sub'`` the sub loss against ``teacher``,
-        ``'augsub_joint'`` both.
+        logits; ``'augsub_sub'`` the sub loss against ``teacher``, and must
+        run inside :meth:`sub_pass` (which also covers its backward);
+        ``'augsub_joint'`` both, engaging the sub-model with ``sub_seed``
+        for the sub forward only.
         """
         if mode == 'augsub_main':
             return self._main_branch(inputs, data_samples)
         if mode == 'augsub_sub':
+            if not self._sub_pass_active:
+                raise RuntimeError(
+                    "mode='augsub_sub' runs inside AugSubClassifier.sub_pass "
+                    '(the training step does it).')
             return self._sub_branch(inputs, teacher)
         if mode == 'augsub_joint':
             main_losses, teacher = self._main_branch(inputs, data_samples)
-            return main_losses, self._sub_branch(inputs, teacher)
+            with self.sub_pass(sub_seed, inputs.device):
+                return main_losses, self._sub_branch(inputs, teacher)
         return super().forward(inputs, data_samples, mode)
 
+    _sub_pass_active = False
+    _joint_checked = False
+
+    @contextmanager
+    def sub_pass(self, seed: int, device: torch.device) -> Iterator[None]:
+        """The sub-model in force: its masking / drop rates engaged, and
+        every random draw from the stream of ``seed``
+        (:func:`~augsub_mm.models.utils.sub_pass_seed`). The training step
+        keeps it in force through the sub backward, so that blocks that
+        recompute their forward there (gradient checkpointing) compute the
+        sub-model's function with the same draws."""
+        with seeded_stream(seed, device), self.augsub.engage(self.backbone):
+            self._sub_pass_active = True
+            try:
+                yield
+            finally:
+                self._sub_pass_active = False
+
+    def _head_scores(self, feats) -> torch.Tensor:
+        score = self.head(feats)
+        if not isinstance(score, torch.Tensor):
+            raise TypeError(
+                f'AugSubClassifier needs a head whose forward returns one '
+                f'score tensor; {type(self.head).__name__} returns '
+                f'{type(score).__name__}. Heads with several outputs '
+                '(ConformerHead, ...) are not supported.')
+        return score
+
     def _main_branch(self, inputs, data_samples):
-        cls_score = self.head(self.extract_feat(inputs))
-        return self.head._get_loss(cls_score, data_samples), cls_score.detach()
+        feats = self.extract_feat(inputs)
+        if type(self.head).loss in STANDARD_HEAD_LOSSES:
+            cls_score = self._head_scores(feats)
+            losses = self.head._get_loss(cls_score, data_samples)
+            return losses, cls_score.detach()
+        # A head with a loss of its own (ArcFaceClsHead adds its margin to
+        # the target class there): the main loss is the head's, and the
+        # teacher is the head's prediction, as at inference.
+        losses = self.head.loss(feats, data_samples)
+        with torch.no_grad():
+            teacher = self._head_scores(feats)
+        return losses, teacher
 
     def _sub_branch(self, inputs, teacher):
-        with self.augsub.engage(self.backbone):
-            sub_score = self.head(self.extract_feat(inputs))
+        sub_score = self._head_scores(self.extract_feat(inputs))
         return dict(loss_sub=self.sub_loss(sub_score, teacher))
 
     def loss(self, inputs: torch.Tensor,
              data_samples: List[DataSample]) -> dict:
-        if self.training and get_world_size() > 1:
-            # mmengine's MMDistributedDataParallel.train_step calls this
-            # directly and would train without the sub-model, silently.
+        if self.training:
+            # Whatever calls this in training (mmengine's DDP or FSDP
+            # wrapper, on any world size) would train without the sub-model.
             raise RuntimeError(
-                'AugSubClassifier is wrapped by a DDP wrapper that does not '
-                'run the sub-model. Add to your config: ' + WRAPPER_HINT)
+                'AugSubClassifier was asked for a plain training loss: the '
+                'model wrapper runs its own training step and would skip '
+                'the sub-model. Add to your config: ' + WRAPPER_HINT)
         return super().loss(inputs, data_samples)
 
     # -- training step --------------------------------------------------
@@ -139,6 +234,9 @@ class AugSubClassifier(ImageClassifier):
         Args:
             model (nn.Module): ``self``, or the DDP wrapper around it; every
                 forward goes through it so that DDP all-reduces gradients.
+                A wrapper may define ``augsub_main_pass_context()``, the
+                context of the main pass (forward and backward); otherwise
+                its ``no_sync`` is used when it has one.
             data: A batch from the dataloader.
             optim_wrapper (OptimWrapper): Any mmengine optimizer wrapper
                 (gradient accumulation and AMP included).
@@ -151,11 +249,17 @@ class AugSubClassifier(ImageClassifier):
             # Once: Mixup/CutMix are drawn here and shared by both branches.
             data = self.data_preprocessor(data, True)
         inputs, data_samples = data['inputs'], data['data_samples']
+        seed = sub_pass_seed(optim_wrapper._inner_count)
 
         if self.step_mode == 'joint':
+            if not self._joint_checked:
+                # Again at the first step: the Runner's activation_checkpointing
+                # wraps forwards after the model was built.
+                self._check_joint_without_checkpointing()
+                self._joint_checked = True
             with optim_wrapper.optim_context(model):
                 main_losses, sub_losses = model(
-                    inputs, data_samples, mode='augsub_joint')
+                    inputs, data_samples, mode='augsub_joint', sub_seed=seed)
             main_loss, log_vars = self.parse_losses(main_losses)
             sub_loss, sub_vars = self.parse_losses(sub_losses)
             optim_wrapper.update_params((main_loss + sub_loss) / 2)
@@ -163,16 +267,24 @@ class AugSubClassifier(ImageClassifier):
             # Pass 1 only accumulates gradients locally: DDP all-reduces
             # once, in pass 2, the summed gradient. Backpropagating here
             # frees the main graph before the sub forward.
-            no_sync = getattr(model, 'no_sync', nullcontext)
-            with no_sync(), optim_wrapper.optim_context(model):
-                main_losses, teacher = model(
-                    inputs, data_samples, mode='augsub_main')
-            main_loss, log_vars = self.parse_losses(main_losses)
-            _backward_uncounted(optim_wrapper, main_loss / 2)
-            with optim_wrapper.optim_context(model):
-                sub_losses = model(inputs, teacher=teacher, mode='augsub_sub')
-            sub_loss, sub_vars = self.parse_losses(sub_losses)
-            optim_wrapper.update_params(sub_loss / 2)
+            main_context = getattr(model, 'augsub_main_pass_context', None) \
+                or getattr(model, 'no_sync', nullcontext)
+            with main_context():
+                with optim_wrapper.optim_context(model):
+                    main_losses, teacher = model(
+                        inputs, data_samples, mode='augsub_main')
+                main_loss, log_vars = self.parse_losses(main_losses)
+                _backward_uncounted(optim_wrapper, main_loss / 2)
+            with self.sub_pass(seed, inputs.device):
+                with optim_wrapper.optim_context(model):
+                    sub_losses = model(inputs, teacher=teacher,
+                                       mode='augsub_sub')
+                sub_loss, sub_vars = self.parse_losses(sub_losses)
+                optim_wrapper.update_params(sub_loss / 2)
+        if getattr(model, 'detect_anomalous_params', False):
+            # Graphs are freed but their nodes remain: a parameter in
+            # neither graph got no gradient from this step.
+            detect_anomalous_params(main_loss + sub_loss, model=model)
         log_vars.update((k, v) for k, v in sub_vars.items() if k != 'loss')
         return log_vars
 

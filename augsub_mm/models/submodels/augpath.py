@@ -89,7 +89,10 @@ class AugPath(BaseSubModel):
             elif isinstance(slot, DropPath):
                 changes.append((slot, 'drop_prob', self.ratio))
             else:
-                changes.append((parent, name, DropPath(self.ratio)))
+                # In the block's mode: a block in eval mode (frozen stage)
+                # is not dropped, in the sub pass as in the main pass.
+                changes.append(
+                    (parent, name, DropPath(self.ratio).train(slot.training)))
         min_saved_work = 0 if self.skip is True else MIN_SAVED_WORK
         with overridden(changes), ExitStack() as hooks:
             for branch, _, _ in branches:

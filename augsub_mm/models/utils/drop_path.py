@@ -92,7 +92,9 @@ def skipping_drop_path(branch: nn.Module,
     ``drop_path(branch(x), drop_prob, training=True)``, up to float rounding
     of batched kernels. A call that would save less than ``min_saved_work``
     (see :data:`MIN_SAVED_WORK`) runs on the whole batch and applies mmcv's
-    ``drop_path`` itself. The hooks are removed on exit, also on error.
+    ``drop_path`` itself; a call in eval mode (``branch.training`` False,
+    e.g. a frozen stage) is not dropped at all. The hooks are removed on
+    exit, also on error.
 
     Args:
         branch (nn.Module): A residual branch that treats samples
@@ -116,7 +118,10 @@ def skipping_drop_path(branch: nn.Module,
 
     def gather(module, args):
         x = args[0]
-        state['skip'] = drop_prob * x.numel() * x.shape[-1] >= min_saved_work
+        # A branch in eval mode (a frozen stage) is not dropped, as mmcv's
+        # DropPath in its slot would not be.
+        state['skip'] = module.training and \
+            drop_prob * x.numel() * x.shape[-1] >= min_saved_work
         if not state['skip']:
             return None
         kept = draw_kept_samples(x.shape[0], drop_prob)
@@ -132,7 +137,7 @@ def skipping_drop_path(branch: nn.Module,
 
     def scatter(module, args, out):
         if not state['skip']:
-            return drop_path(out, drop_prob, training=True)
+            return drop_path(out, drop_prob, training=module.training)
         # div by keep_prob, as mmcv does: the same rounding.
         out = out * 0. if state['none_kept'] else out.div(keep_prob)
         return _MoveRows.apply(out, state['kept'], state['batch'])

@@ -58,8 +58,16 @@ def block_mask(batch: int, grid_h: int, grid_w: int, ratio: float,
                device: torch.device) -> torch.Tensor:
     """(B, grid_h, grid_w) bool mask, True where masked; exactly
     ``grid_h * grid_w - int(grid_h * grid_w * (1 - ratio))`` blocks masked
-    in every sample, chosen independently per sample."""
+    in every sample, chosen independently per sample. Raises a ValueError
+    when that would mask every block."""
     n = grid_h * grid_w
+    if num_kept(n, ratio) < 1:
+        # Masking every block would train the sub-model on blank inputs.
+        raise ValueError(
+            f'AugMask ratio {ratio} keeps no block out of {n} '
+            f'({grid_h} x {grid_w}): every block would be masked. Lower the '
+            'ratio, or use a smaller input_patch_size (it sets the block size '
+            'in pixels) or larger inputs.')
     num_masked = n - num_kept(n, ratio)
     ranks = torch.rand(batch, n, device=device).argsort(dim=1).argsort(dim=1)
     return (ranks < num_masked).view(batch, grid_h, grid_w)

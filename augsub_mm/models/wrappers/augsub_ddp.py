@@ -5,6 +5,8 @@ from mmengine.model import MMDistributedDataParallel
 from mmengine.optim import OptimWrapper
 from mmengine.registry import MODEL_WRAPPERS
 
+from ..classifiers.augsub_classifier import refuse_compiled_train_step
+
 
 # The Runner looks model wrappers up in mmengine's root registry, not in
 # mmpretrain's: registering there is what makes `type=` in a config work.
@@ -23,6 +25,10 @@ class AugSubDistributedDataParallel(MMDistributedDataParallel):
     ``broadcast_buffers``, ...) go inside that dict: mmengine ignores the
     top-level ``find_unused_parameters`` once a wrapper config is given.
     On a CPU-only machine (gloo), ``device_ids`` is dropped, as DDP requires.
+    ``static_graph=True`` is refused with the default two_pass step (its
+    main pass runs under ``no_sync``), and ``compile`` in the config (the
+    Runner compiling ``train_step``) is refused; ``detect_anomalous_params``
+    checks the parameters of both passes.
 
     Args:
         module (AugSubClassifier): The model to wrap.
@@ -37,6 +43,16 @@ class AugSubDistributedDataParallel(MMDistributedDataParallel):
                 'AugSubDistributedDataParallel wraps an AugSubClassifier, got '
                 f'{type(module).__name__}; use MMDistributedDataParallel (the '
                 'default) for other models.')
+        if kwargs.get('static_graph') and \
+                getattr(module, 'step_mode', None) == 'two_pass':
+            # DDP's static graph expects one synced forward/backward of the
+            # same graph per iteration; the main pass runs under no_sync.
+            raise ValueError(
+                "AugSub's two_pass step runs its main pass under DDP's "
+                'no_sync, which static_graph=True does not support (PyTorch '
+                'loses or asserts on the all-reduce). Remove static_graph '
+                "from model_wrapper_cfg, or set step_mode='joint' in the "
+                'model (one backward over both passes; more memory).')
         if next(module.parameters()).device.type == 'cpu':
             kwargs['device_ids'] = None
             kwargs.pop('output_device', None)
@@ -45,6 +61,10 @@ class AugSubDistributedDataParallel(MMDistributedDataParallel):
             module=module,
             detect_anomalous_params=detect_anomalous_params,
             **kwargs)
+
+    def __setattr__(self, name: str, value) -> None:
+        refuse_compiled_train_step(name, value)
+        super().__setattr__(name, value)
 
     def train_step(self, data: Union[dict, tuple, list],
                    optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
