@@ -1,11 +1,25 @@
 #!/usr/bin/env bash
-# Source me. Creates the project's virtual environment (.venv, or
-# $AUGSUB_VENV) when missing, installs the pinned stack and augsub_mm when
-# the requirement files changed since the last install, and prepares the
-# Fashion-MNIST files when missing. Nothing slow runs twice.
+# Source me. Creates the project's virtual environment when missing, installs
+# the pinned stack and augsub_mm (editable) when the requirement files
+# changed since the last install, and prepares the Fashion-MNIST files when
+# missing. Nothing slow runs twice.
+#   AUGSUB_STACK=openmmlab (default): upstream mmengine 0.10.7, mmcv-lite
+#       2.2.0, mmpretrain 1.2.0 (requirements/local.txt) in .venv;
+#   AUGSUB_STACK=onedl: the maintained fork, onedl-mmengine 0.10.12,
+#       onedl-mmcv 2.3.6, onedl-mmpretrain 1.3.6 (requirements/local-onedl.txt)
+#       in .venv-onedl.
+#   AUGSUB_VENV=DIR picks another environment, PYTHON=python3.X the
+#   interpreter that creates it.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VENV=${AUGSUB_VENV:-$REPO/.venv}
+AUGSUB_STACK=${AUGSUB_STACK:-openmmlab}
+case "$AUGSUB_STACK" in
+    openmmlab) _req=requirements/local.txt; _venv=.venv ;;
+    onedl) _req=requirements/local-onedl.txt; _venv=.venv-onedl ;;
+    *) echo "AUGSUB_STACK must be openmmlab or onedl, got '$AUGSUB_STACK'" >&2
+       exit 2 ;;
+esac
+VENV=${AUGSUB_VENV:-$REPO/$_venv}
 PY=$VENV/bin/python
 export FMNIST_ROOT=${FMNIST_ROOT:-$REPO/data/fashion_mnist}
 
@@ -20,16 +34,36 @@ if [ ! -x "$PY" ]; then
     "${PYTHON:-python3}" -m venv "$VENV"
 fi
 _stamp="$VENV/.augsub_installed"
-_want=$(cat "$REPO/requirements/local.txt" "$REPO/requirements/runtime.txt" \
-        "$REPO/setup.py" | sha256sum | cut -d' ' -f1)
+_want=$(cat "$REPO/$_req" "$REPO"/requirements/*.txt "$REPO/setup.py" \
+        | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$_stamp" 2>/dev/null || true)" != "$_want" ]; then
-    echo "Installing torch, mmengine, mmcv-lite, mmpretrain and augsub_mm into $VENV (once) ..."
-    _pip_quiet install -q -r "$REPO/requirements/local.txt"
+    echo "Installing the $AUGSUB_STACK stack ($_req) and augsub_mm into $VENV (once) ..."
+    _pip_quiet install -q -r "$REPO/$_req"
+    # No extra: the stack above is the one installed, whichever it is.
     _pip_quiet install -q -e "$REPO"
     echo "$_want" > "$_stamp"
 fi
 
+_fmnist_missing() {
+    local f
+    for f in train-images-idx3-ubyte train-labels-idx1-ubyte \
+             t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+        [ -f "$FMNIST_ROOT/$f" ] || [ -f "/usr/share/datasets/fashion-mnist/$f.gz" ] \
+            || return 0
+    done
+    return 1
+}
+
 if [ "${AUGSUB_SKIP_DATA:-0}" != 1 ]; then
-    "$PY" -c "import sys; from augsub_mm.utils import prepare_fashion_mnist as p; p(sys.argv[1])" \
-        "$FMNIST_ROOT" 2> >(grep -v -i 'warn' >&2)
+    # The library never installs system packages; this script does, once,
+    # when it may (root, Debian's apt-get).
+    if _fmnist_missing && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        echo "Installing Debian's dataset-fashion-mnist with apt-get ..."
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            dataset-fashion-mnist >/dev/null || true
+    fi
+    PYTHONWARNINGS=ignore "$PY" -c \
+        "import sys; from augsub_mm.utils import prepare_fashion_mnist as p; p(sys.argv[1])" \
+        "$FMNIST_ROOT"
 fi

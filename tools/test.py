@@ -16,6 +16,7 @@ import os
 import os.path as osp
 from copy import deepcopy
 
+import upstream_warnings  # noqa: F401  first: quiet upstream imports
 import augsub_mm  # noqa: F401  registers AugSub; safe checkpoint loading
 import mmengine
 from augsub_mm.config import close_dist, resolve_config, setup_cpu_dist

@@ -20,6 +20,7 @@ import os.path as osp
 from copy import deepcopy
 from typing import Optional
 
+import upstream_warnings  # noqa: F401  first: quiet upstream imports
 import augsub_mm  # noqa: F401  registers AugSub; safe checkpoint loading
 from augsub_mm.config import (SPEC_HELP, close_dist, enable_augsub,
                               parse_augsub, prepare_augsub_config,

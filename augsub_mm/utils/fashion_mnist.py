@@ -3,13 +3,13 @@
 Debian's ``dataset-fashion-mnist`` package ships the four gzipped idx files
 (60k train / 10k test, 28x28 grey, 10 classes, MIT licence);
 mmpretrain's ``FashionMNIST`` dataset reads them un-gzipped from its
-``data_root``. :func:`prepare_fashion_mnist` puts them there.
+``data_root``. :func:`prepare_fashion_mnist` puts them there; it never
+installs anything (``tools/setup_env.sh`` installs the Debian package).
 """
 import gzip
 import os
 import os.path as osp
 import shutil
-import subprocess
 
 DEBIAN_PACKAGE = 'dataset-fashion-mnist'
 DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'
@@ -17,29 +17,15 @@ FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte',
          't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
 
 
-def _install_debian_package() -> None:
-    if shutil.which('apt-get') is None or os.geteuid() != 0:
-        return
-    print(f'Installing {DEBIAN_PACKAGE} with apt-get ...', flush=True)
-    for cmd in (['apt-get', 'update', '-qq'],
-                ['apt-get', 'install', '-y', '-qq', DEBIAN_PACKAGE]):
-        subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL,
-                       env=dict(os.environ, DEBIAN_FRONTEND='noninteractive'))
-
-
-def prepare_fashion_mnist(data_root: str, source: str = DEBIAN_DIR,
-                          install: bool = True) -> str:
+def prepare_fashion_mnist(data_root: str, source: str = DEBIAN_DIR) -> str:
     """Make ``data_root`` hold the four un-gzipped Fashion-MNIST idx files.
 
     Files already there are kept. Missing ones are un-gzipped from
-    ``source`` (Debian's package folder by default), installing the package
-    with apt-get first when it is missing and we are root.
+    ``source`` (Debian's package folder by default).
 
     Args:
         data_root (str): Folder for mmpretrain's ``FashionMNIST`` dataset.
         source (str): Folder with the ``*.gz`` (or plain) idx files.
-        install (bool): Try ``apt-get install dataset-fashion-mnist`` when
-            ``source`` lacks the files. Defaults to True.
 
     Returns:
         str: ``data_root``.
@@ -55,8 +41,6 @@ def prepare_fashion_mnist(data_root: str, source: str = DEBIAN_DIR,
                 return candidate
         return None
 
-    if install and source == DEBIAN_DIR and find(missing[0]) is None:
-        _install_debian_package()
     os.makedirs(data_root, exist_ok=True)
     for name in missing:
         src = find(name)
