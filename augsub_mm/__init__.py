@@ -17,12 +17,14 @@ try:
     import augsub_mm_hook  # noqa: F401
 except ImportError:  # source tree on PYTHONPATH, or an old editable install
     pass
-from .checkpoint import register_checkpoint_globals  # noqa: E402
+from .checkpoint import (register_checkpoint_globals,  # noqa: E402
+                         refuse_unsafe_fallback)
 from .datasets import *  # noqa: F401,F403,E402
 from .engine import *  # noqa: F401,F403,E402
 from .models import *  # noqa: F401,F403,E402
 from .version import __version__  # noqa: E402
 
 register_checkpoint_globals()
+refuse_unsafe_fallback()
 
 __all__ = ['__version__', 'register_checkpoint_globals']

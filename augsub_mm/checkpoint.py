@@ -68,3 +68,31 @@ def register_checkpoint_globals() -> None:
             'by default and cannot allow-list mmengine\'s checkpoint '
             'globals. Upgrade torch (and torchvision to match).')
     torch.serialization.add_safe_globals(safe_globals())
+
+
+def refuse_unsafe_fallback() -> None:
+    """Keep the onedl fork's checkpoint loader on the safe path.
+
+    onedl-mmengine loads checkpoints (``load_from``, ``--resume``,
+    ``load_checkpoint``) through ``mmengine.runner.checkpoint.
+    _safe_torch_load``, which retries with ``weights_only=False`` -- running
+    whatever the file pickles -- when the safe load fails, and whose own
+    allow-list holds the unrestricted ``builtins.getattr``. With our
+    allow-list every mmengine checkpoint loads safely, so that retry would
+    only ever serve a file that pickles something else: it is refused
+    instead. An explicit ``weights_only`` from a caller is kept. Upstream
+    mmengine 0.10.7 calls ``torch.load`` (safe by default) and has no such
+    function; nothing changes there.
+    """
+    from mmengine.runner import checkpoint as mmengine_checkpoint
+    fork_load = getattr(mmengine_checkpoint, '_safe_torch_load', None)
+    if fork_load is None or getattr(fork_load, 'refuses_unsafe', False):
+        return
+
+    def safe_torch_load(file, map_location=None, weights_only=None):
+        return torch.load(file, map_location=map_location,
+                          weights_only=True if weights_only is None
+                          else weights_only)
+
+    safe_torch_load.refuses_unsafe = True
+    mmengine_checkpoint._safe_torch_load = safe_torch_load
