@@ -11,7 +11,7 @@ distributed on machines without an accelerator (gloo), and
 """
 import contextlib
 import os.path as osp
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 from mmengine.config import Config
@@ -29,6 +29,18 @@ from .models.wrappers import AugSubDistributedDataParallel
 DEFAULT_RATIO = 0.5
 WRAPPER = AugSubDistributedDataParallel.__name__
 CONSTRUCTOR = AugSubOptimWrapperConstructor.__name__
+# FlexibleRunner: mmengine's strategy -> ours; ours -> the wrapper it needs
+# in `model_wrapper` (None: the strategy builds its own).
+FLEXIBLE_STRATEGIES = dict(
+    SingleDeviceStrategy='AugSubSingleDeviceStrategy',
+    DDPStrategy='AugSubDDPStrategy',
+    FSDPStrategy='AugSubFSDPStrategy',
+    DeepSpeedStrategy='AugSubDeepSpeedStrategy')
+AUGSUB_STRATEGIES = dict(
+    AugSubSingleDeviceStrategy=None,
+    AugSubDDPStrategy=WRAPPER,
+    AugSubFSDPStrategy='AugSubFullyShardedDataParallel',
+    AugSubDeepSpeedStrategy=None)
 SPEC_HELP = (f'TYPE[:RATIO] with TYPE one of {SUB_MODELS} and RATIO a number '
              f'in [0, 1) (default {DEFAULT_RATIO}), e.g. AugMask:0.5')
 
@@ -170,6 +182,9 @@ def prepare_augsub_config(cfg: Config) -> Config:
     - ``model_wrapper_cfg``, when absent, becomes
       ``dict(type='AugSubDistributedDataParallel')``: mmengine's default DDP
       wrapper does its own training step and would skip the sub-model.
+    - Under ``runner_type='FlexibleRunner'``, which never reads
+      ``model_wrapper_cfg``, the ``strategy`` gets the AugSub wrapper
+      instead (see :func:`augsub_strategy`).
     - A top-level ``find_unused_parameters`` is carried into the wrapper
       config (mmengine ignores the top-level key once a wrapper config
       exists); a value given inside the wrapper config wins.
@@ -186,20 +201,18 @@ def prepare_augsub_config(cfg: Config) -> Config:
         Config: ``cfg``, modified.
 
     Raises:
-        ValueError: If the config asks for another model wrapper, or for
-            ``FlexibleRunner`` (DeepSpeed / FSDP strategies run their own
-            training step).
+        ValueError: If the config asks for another model wrapper or
+            strategy, which would run its own training step.
     """
     model = cfg.get('model')
     if not model or _type_name(model.get('type')) != 'AugSubClassifier':
         return cfg
     runner_type = cfg.get('runner_type')
     if runner_type is not None and _type_name(runner_type) == 'FlexibleRunner':
-        raise ValueError(
-            "AugSub supports the default Runner with DDP; this config sets "
-            "runner_type='FlexibleRunner', whose DeepSpeed/FSDP strategies "
-            'run their own training step and would skip the sub-model. '
-            'Remove runner_type and strategy to train with DDP.')
+        _prepare_flexible_runner(cfg)
+        if cfg.get('optim_wrapper') is not None:
+            use_augsub_constructor(cfg.optim_wrapper)
+        return cfg
     wrapper = cfg.get('model_wrapper_cfg') or dict(type=WRAPPER)
     wrapper_type = _type_name(wrapper.get('type', 'MMDistributedDataParallel'))
     if wrapper_type != WRAPPER:
@@ -217,6 +230,85 @@ def prepare_augsub_config(cfg: Config) -> Config:
     if cfg.get('optim_wrapper') is not None:
         use_augsub_constructor(cfg.optim_wrapper)
     return cfg
+
+
+def augsub_strategy(strategy: Optional[dict], launcher: str = 'none'
+                    ) -> dict:
+    """The FlexibleRunner ``strategy`` that runs the AugSub step.
+
+    mmengine's strategies build wrappers whose training step skips the
+    sub-model, and never tell the optimizer wrapper the iteration it is at.
+    This returns ``strategy`` (a new dict) with mmengine's type replaced by
+    ours (:mod:`augsub_mm.engine.strategies`):
+
+    - ``SingleDeviceStrategy`` -> ``AugSubSingleDeviceStrategy``;
+    - ``DDPStrategy`` -> ``AugSubDDPStrategy`` (wrapper
+      ``AugSubDistributedDataParallel``);
+    - ``FSDPStrategy`` -> ``AugSubFSDPStrategy`` (wrapper
+      ``AugSubFullyShardedDataParallel``);
+    - ``DeepSpeedStrategy`` -> ``AugSubDeepSpeedStrategy``;
+    - no strategy: FlexibleRunner's default for ``launcher``, the single
+      device one for ``'none'``, DDP otherwise.
+
+    Other keys (FSDP's ``auto_wrap_policy``, DeepSpeed's ``zero_optimization``
+    and ``fp16``, ...) are kept; DDP options go inside ``model_wrapper``.
+
+    Args:
+        strategy (dict, optional): The config's ``strategy``.
+        launcher (str): The config's launcher. Defaults to ``'none'``.
+
+    Returns:
+        dict: The strategy to use.
+
+    Raises:
+        ValueError: For a strategy or a wrapper that AugSub does not run in.
+
+    Examples:
+        >>> augsub_strategy(dict(type='FSDPStrategy'), 'pytorch')['type']
+        'AugSubFSDPStrategy'
+    """
+    if strategy is None:
+        strategy = dict(type='SingleDeviceStrategy' if launcher == 'none'
+                        else 'DDPStrategy')
+    strategy = dict(strategy)
+    kind = _type_name(strategy.get('type'))
+    kind = FLEXIBLE_STRATEGIES.get(kind, kind)
+    if kind not in AUGSUB_STRATEGIES:
+        raise ValueError(
+            f'AugSub cannot run in strategy {kind!r}: under FlexibleRunner '
+            f'it trains with {sorted(FLEXIBLE_STRATEGIES)} (each replaced by '
+            'its AugSub version), or use the default Runner.')
+    strategy['type'] = kind
+    wrapper = AUGSUB_STRATEGIES[kind]
+    if wrapper is None:
+        return strategy
+    model_wrapper = dict(strategy.get('model_wrapper') or {})
+    wrapper_type = _type_name(model_wrapper.get('type', wrapper))
+    if wrapper_type != wrapper:
+        raise ValueError(
+            f'AugSub under {kind} needs model_wrapper type {wrapper!r}, got '
+            f'{wrapper_type!r}, which runs its own training step and would '
+            'skip the sub-model. Remove the type from strategy.model_wrapper '
+            f'or set it to {wrapper!r}.')
+    model_wrapper['type'] = wrapper
+    strategy['model_wrapper'] = model_wrapper
+    return strategy
+
+
+def _prepare_flexible_runner(cfg: Config) -> None:
+    strategy = augsub_strategy(cfg.get('strategy'), cfg.get('launcher', 'none'))
+    # FlexibleRunner reads neither model_wrapper_cfg (which the four config
+    # lines set) nor the top-level find_unused_parameters: DDP options given
+    # there move into the DDP strategy's wrapper.
+    options = dict(cfg.pop('model_wrapper_cfg', None) or {})
+    options.pop('type', None)
+    if 'find_unused_parameters' in cfg:
+        options.setdefault('find_unused_parameters',
+                           cfg.find_unused_parameters)
+    if strategy['type'] == 'AugSubDDPStrategy':
+        for key, value in options.items():
+            strategy['model_wrapper'].setdefault(key, value)
+    cfg.strategy = strategy
 
 
 def use_augsub_constructor(optim_wrapper: dict) -> dict:

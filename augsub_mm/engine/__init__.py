@@ -1,1 +1,2 @@
 from .optimizers import *  # noqa: F401,F403
+from .strategies import *  # noqa: F401,F403

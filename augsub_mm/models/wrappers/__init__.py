@@ -1,3 +1,4 @@
 from .augsub_ddp import AugSubDistributedDataParallel
+from .augsub_fsdp import AugSubFullyShardedDataParallel
 
-__all__ = ['AugSubDistributedDataParallel']
+__all__ = ['AugSubDistributedDataParallel', 'AugSubFullyShardedDataParallel']

@@ -1,0 +1,54 @@
+"""Test-only probe for FlexibleRunner runs, loaded through a config's
+``custom_imports``: after training, each rank writes the full parameters of
+the model (gathered from FSDP's shards), keyed by the names of the plain
+model, the wrapper and strategy types, and the optimizer's parameter groups
+of the sub-model's parameters to ``<work_dir>/probe_rank<R>.pt``."""
+import contextlib
+import os.path as osp
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+
+def plain_name(name: str) -> str:
+    return name.replace('_fsdp_wrapped_module.', '')
+
+
+def unwrapped(wrapper):
+    return wrapper.module if is_model_wrapper(wrapper) or \
+        isinstance(wrapper, FSDP) else wrapper
+
+
+def full_params(wrapper) -> dict:
+    gather = FSDP.summon_full_params(wrapper, writeback=False) \
+        if isinstance(wrapper, FSDP) else contextlib.nullcontext()
+    with gather:
+        return {plain_name(name): p.detach().clone()
+                for name, p in unwrapped(wrapper).named_parameters()}
+
+
+@HOOKS.register_module()
+class FlexibleProbeHook(Hook):
+
+    def before_train(self, runner) -> None:
+        self.start = full_params(runner.model)
+
+    def after_run(self, runner) -> None:
+        wrapper = runner.model
+        model = unwrapped(wrapper)
+        params = full_params(wrapper)
+        token = getattr(model.augsub, 'mask_token', None)
+        token_decay = None
+        if token is not None:
+            token_decay = [g['weight_decay']
+                           for g in runner.optim_wrapper.optimizer.param_groups
+                           if any(p is token for p in g['params'])]
+        strategy = getattr(runner, 'strategy', None)
+        torch.save(
+            dict(params=params, start=self.start, wrapper=type(wrapper).__name__,
+                 strategy=type(strategy).__name__ if strategy else None,
+                 iter=runner.iter, token_decay=token_decay),
+            osp.join(runner.work_dir, f'probe_rank{runner.rank}.pt'))
