@@ -1,0 +1,239 @@
+"""Settings AugSub cannot train exactly stop with an error that names them;
+settings that look exotic but can be trained are trained exactly."""
+import os
+import os.path as osp
+import socket
+from unittest.mock import patch
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from mmengine.model import MMDistributedDataParallel
+from mmengine.optim import OptimWrapper
+from mmengine.runner import Runner
+from mmengine.runner.activation_checkpointing import \
+    turn_on_activation_checkpointing
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+
+import augsub_mm  # noqa: F401
+from augsub_mm.checkpoint import register_checkpoint_globals
+from augsub_mm.models.utils import mask_input_patches
+from augsub_mm.models.wrappers import AugSubDistributedDataParallel
+from conftest import data_root_options
+
+VIT = dict(type='VisionTransformer',
+           arch=dict(embed_dims=16, num_layers=2, num_heads=2,
+                     feedforward_channels=32),
+           img_size=32, patch_size=8)
+
+
+def build(backbone=None, head=None, augsub=None, **kwargs):
+    return MODELS.build(dict(
+        type='AugSubClassifier',
+        augsub=augsub or dict(type='AugMask', ratio=0.5),
+        backbone=backbone or VIT,
+        head=head or dict(type='VisionTransformerClsHead', num_classes=4,
+                          in_channels=16),
+        data_preprocessor=dict(num_classes=4, mean=[127.5] * 3,
+                               std=[127.5] * 3),
+        **kwargs))
+
+
+def batch(n=4, size=32):
+    g = torch.Generator().manual_seed(0)
+    return dict(
+        inputs=[torch.randint(0, 256, (3, size, size), generator=g,
+                              dtype=torch.uint8) for _ in range(n)],
+        data_samples=[DataSample().set_gt_label(i % 4) for i in range(n)])
+
+
+def sgd(model):
+    return OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+# -- compile ------------------------------------------------------------------
+def test_compile_in_the_config_is_refused(tiny_configs, image_folder,
+                                          tmp_path):
+    cfg = Config.fromfile(osp.join(tiny_configs, 'vit-tiny_augmask_toy.py'))
+    cfg.merge_from_dict(data_root_options(image_folder))
+    cfg.work_dir = str(tmp_path)
+    cfg.compile = dict(backend='eager')
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(RuntimeError, match='Remove `compile`'):
+        runner.train()
+    assert runner.iter == 0  # refused before the first step
+
+
+# -- distributed, world size 1 ------------------------------------------------
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def world_of_one():
+    import torch.distributed as dist
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(free_port()))
+    dist.init_process_group('gloo', rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def test_world_size_one_default_wrapper_is_refused(world_of_one):
+    """mmengine's own DDP wrapper (what `--launcher pytorch` on one GPU or
+    `mim train --gpus 1` build without our wrapper line) calls the model's
+    plain loss: refused, naming the line to add."""
+    model = build()
+    ddp = MMDistributedDataParallel(model, device_ids=None)
+    with pytest.raises(RuntimeError, match='model_wrapper_cfg'):
+        ddp.train_step(batch(), sgd(model))
+
+
+def test_world_size_one_augsub_wrapper_trains_both_passes(world_of_one):
+    model = build()
+    ddp = AugSubDistributedDataParallel(model)
+    log_vars = ddp.train_step(batch(), sgd(model))
+    assert {'loss', 'loss_sub'} <= set(log_vars)
+    # The Runner compiling the wrapper's step is refused there too.
+    with pytest.raises(RuntimeError, match='compile'):
+        ddp.train_step = torch.compile(ddp.train_step)
+
+
+def test_plain_training_loss_is_refused_whatever_the_world_size():
+    model = build()
+    data = model.data_preprocessor(batch(), False)
+    model.train()
+    with pytest.raises(RuntimeError, match='model_wrapper_cfg'):
+        model.loss(data['inputs'], data['data_samples'])
+    model.eval()  # validation losses stay available
+    assert 'loss' in model.loss(data['inputs'], data['data_samples'])
+
+
+def test_static_graph_with_two_pass_is_refused():
+    # Refused before DDP is built: no process group needed.
+    with pytest.raises(ValueError, match='static_graph'):
+        AugSubDistributedDataParallel(build(), static_graph=True)
+
+
+# -- masking that would mask everything ---------------------------------------
+def test_block_masking_every_block_is_refused():
+    with pytest.raises(ValueError, match='input_patch_size'):
+        mask_input_patches(torch.rand(2, 3, 32, 32), 0.5, patch_size=32)
+    resnet = dict(type='ResNet', depth=18, stem_channels=8, base_channels=8)
+    model = build(backbone=resnet, neck=dict(type='GlobalAveragePooling'),
+                  head=dict(type='LinearClsHead', num_classes=4,
+                            in_channels=64))
+    # 32 px inputs, 32 px patches: one patch, which ratio 0.5 would mask.
+    with pytest.raises(ValueError, match='keeps no block out of 1'):
+        model.train_step(batch(), sgd(model))
+
+
+# -- joint step with gradient checkpointing ------------------------------------
+def test_joint_with_with_cp_is_refused_at_build():
+    resnet = dict(type='ResNet', depth=18, stem_channels=8, base_channels=8,
+                  with_cp=True)
+    with pytest.raises(ValueError, match="step_mode='two_pass'"):
+        build(backbone=resnet, neck=dict(type='GlobalAveragePooling'),
+              head=dict(type='LinearClsHead', num_classes=4, in_channels=64),
+              augsub=dict(type='AugPath', ratio=0.5), step_mode='joint')
+
+
+def test_joint_with_runner_activation_checkpointing_is_refused():
+    model = build(step_mode='joint')
+    # What the Runner does for `activation_checkpointing` in a config.
+    turn_on_activation_checkpointing(model, 'backbone.layers.0')
+    with pytest.raises(ValueError, match='with_cp=True or activation_'):
+        model.train_step(batch(), sgd(model))
+
+
+# -- heads ---------------------------------------------------------------------
+def arcface_loss_by_hand(feats, weight, labels, s, m):
+    """ArcFace (Deng et al. 2019): cos(theta + m) at the target class,
+    cos(theta) - m sin(m) where theta + m would pass pi; scaled by s."""
+    cosine = F.linear(F.normalize(feats), F.normalize(weight))
+    phi = torch.cos(torch.acos(cosine) + m)
+    phi = torch.where(cosine > -torch.cos(torch.tensor(m)), phi,
+                      cosine - torch.sin(torch.tensor(m)) * m)
+    one_hot = F.one_hot(labels, weight.shape[0]).float()
+    logits = s * (one_hot * phi + (1 - one_hot) * cosine)
+    return F.cross_entropy(logits, labels)
+
+
+def test_arcface_head_keeps_its_margin():
+    vit = dict(VIT, out_type='cls_token')
+    model = build(backbone=vit, head=dict(
+        type='ArcFaceClsHead', num_classes=4, in_channels=16, margins=0.5,
+        scale=16.0))
+    samples = batch()
+    data = model.data_preprocessor(samples, True)
+    labels = torch.cat([s.gt_label for s in data['data_samples']])
+    with torch.no_grad():
+        feats = model.extract_feat(data['inputs'])[-1]
+        expected = arcface_loss_by_hand(feats, model.head.norm_product.weight, labels,
+                                        16.0, 0.5)
+        plain = F.cross_entropy(model.head(model.extract_feat(
+            data['inputs'])), labels)
+    log_vars = model.train_step(samples, sgd(model))
+    torch.testing.assert_close(log_vars['loss'], expected)
+    assert not torch.allclose(expected, plain)  # the margin matters
+
+
+def test_distilled_efficientformer_head_keeps_its_own_refusal():
+    vit = dict(VIT, out_type='cls_token')
+    model = build(backbone=vit, head=dict(
+        type='EfficientFormerClsHead', num_classes=4, in_channels=16,
+        distillation=True))
+    with pytest.raises(NotImplementedError, match='distill'):
+        model.train_step(batch(), sgd(model))
+
+
+def test_head_with_several_outputs_is_refused():
+    conformer = dict(type='Conformer', arch=dict(
+        embed_dims=32, channel_ratio=1, num_heads=2, depths=3),
+        patch_size=16, base_channels=8)
+    model = build(backbone=conformer,
+                  head=dict(type='ConformerHead', num_classes=4,
+                            in_channels=[32, 32]),
+                  augsub=dict(type='AugMask', ratio=0.5, masking='input',
+                              input_patch_size=8))
+    with pytest.raises(TypeError, match='ConformerHead returns tuple'):
+        model.train_step(batch(), sgd(model))
+
+
+# -- detect_anomalous_params ---------------------------------------------------
+@pytest.mark.parametrize('kind', ['deit3', 'swin'])
+def test_detect_anomalous_params_checks_both_passes(kind):
+    if kind == 'deit3':
+        model = build(backbone=dict(VIT, type='DeiT3'))
+    else:
+        model = build(
+            backbone=dict(type='SwinTransformer', arch=dict(
+                embed_dims=16, depths=[1, 1], num_heads=[1, 1]),
+                img_size=32, window_size=4, out_indices=(1, )),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='LinearClsHead', num_classes=4, in_channels=32),
+            augsub=dict(type='AugMask', ratio=0.5, input_patch_size=16))
+    model.detect_anomalous_params = True  # as the DDP wrapper's option
+    optim = sgd(model)
+    model.augsub.check_optimizer(optim.optimizer)
+    with patch('mmengine.model.utils.print_log') as log:
+        model.train_step(batch(), optim)
+    reported = [call.args[0].split(' ')[0] for call in log.call_args_list]
+    if kind == 'deit3':
+        # mmpretrain 1.2's DeiT3 never uses ln2 (it applies ln1 twice).
+        assert reported and all('.ln2.' in name for name in reported)
+    else:
+        # The mask token is used by the sub pass only: not anomalous.
+        assert reported == []
+
+
+# -- torch version --------------------------------------------------------------
+def test_torch_older_than_2_6_is_refused_at_import():
+    with patch.object(torch, '__version__', '2.5.1'):
+        with pytest.raises(ImportError, match='torch >= 2.6'):
+            register_checkpoint_globals()
