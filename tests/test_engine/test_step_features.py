@@ -280,3 +280,43 @@ def test_ddp_main_pass_unsynced_and_one_allreduce_per_update(tmp_path,
         # summed gradient of both passes was averaged, not just pass 2's.
         assert result['ranks_equal']
 
+
+
+def same_seed_worker(rank, world_size, port, out_dir):
+    """Both ranks seeded alike (a config without diff_rank_seed), the same
+    batch: the sub pass still draws different masks on each rank."""
+    import torch.distributed as dist
+
+    from augsub_mm.models.utils import masking
+    from augsub_mm.models.wrappers import AugSubDistributedDataParallel
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    dist.init_process_group('gloo', rank=rank, world_size=world_size)
+    torch.set_num_threads(1)
+    model = build()
+    ddp = AugSubDistributedDataParallel(model)
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    drawn = []
+    keep = masking.random_keep_indices
+
+    def recording(*args, **kwargs):
+        drawn.append(keep(*args, **kwargs))
+        return drawn[-1]
+
+    with patch.object(masking, 'random_keep_indices', recording):
+        seed_all(0)
+        ddp.train_step(batch(0), optim)
+    gathered = [torch.empty_like(drawn[0]) for _ in range(world_size)]
+    dist.all_gather(gathered, drawn[0])
+    with open(osp.join(out_dir, f'rank{rank}.json'), 'w') as f:
+        json.dump(dict(same=torch.equal(gathered[0], gathered[1])), f)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_ranks_draw_different_masks_whatever_the_seed_config(tmp_path):
+    mp.start_processes(same_seed_worker,
+                       args=(2, free_port(), str(tmp_path)),
+                       nprocs=2, start_method='spawn')
+    for rank in range(2):
+        with open(tmp_path / f'rank{rank}.json') as f:
+            assert json.load(f)['same'] is False
