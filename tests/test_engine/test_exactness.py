@@ -27,6 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 from mmengine.optim import OptimWrapper
+from mmengine.runner.activation_checkpointing import \
+    turn_on_activation_checkpointing
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
@@ -287,7 +289,7 @@ def tie(module, source):
 
 
 def augsub_grads(family, kind, with_cp, step_mode, counts, frozen=False,
-                 optim_wrapper_factory=None):
+                 optim_wrapper_factory=None, checkpointed=()):
     torch.manual_seed(0)
     cfg = classifier_cfg(family, with_cp, frozen)
     cfg.update(type='AugSubClassifier', augsub=augsub_cfg(family, kind),
@@ -301,6 +303,9 @@ def augsub_grads(family, kind, with_cp, step_mode, counts, frozen=False,
             param.data.fill_(1.0)
     plain_state = {k: v.clone() for k, v in model.state_dict().items()
                    if not k.startswith('augsub.')}
+    if checkpointed:
+        # What the Runner does for `activation_checkpointing` in a config.
+        turn_on_activation_checkpointing(model, list(checkpointed))
     token = getattr(model.augsub, 'mask_token', None)
     token = None if token is None else token.detach().clone()
     if optim_wrapper_factory is None:
@@ -355,6 +360,17 @@ def test_gradient_equals_the_reference(family, kind, with_cp, step_mode,
                                                   step_mode, counts)
     expected = reference_grads(family, kind, plain_state, token, drawn,
                                counts)
+    assert_same_grads(got, expected)
+
+
+@pytest.mark.parametrize('kind', ['AugDrop', 'AugPath'])
+def test_runner_activation_checkpointing(kind):
+    """mmengine's `activation_checkpointing` (reentrant checkpoints around
+    the forwards it names) recomputes the sub-model's function too."""
+    got, plain_state, token, drawn = augsub_grads(
+        'vit', kind, False, 'two_pass', 1,
+        checkpointed=('backbone.layers.0', 'backbone.layers.1'))
+    expected = reference_grads('vit', kind, plain_state, token, drawn, 1)
     assert_same_grads(got, expected)
 
 
