@@ -6,6 +6,7 @@ wrapper, put in place by ``prepare_augsub_config``) must train a toy ViT and
 a toy Swin with AugMask to the weights of the same run under the default
 Runner + DDP; an FSDP run saved, resumed and continued must end with the
 weights of an uninterrupted one."""
+import importlib.util
 import os.path as osp
 import sys
 
@@ -37,6 +38,21 @@ ENGINES = {
     'flexible_ddp': FLEXIBLE + "strategy = dict(type='DDPStrategy')\n",
     'flexible_fsdp': FLEXIBLE + FSDP,
 }
+# The toy recipe under DeepSpeed: its optimizer wrapper, gradient clipping in
+# the engine (never active here, as the recipe's clip_grad under DDP).
+DEEPSPEED = FLEXIBLE + (
+    "optim_wrapper = dict(_delete_=True, type='DeepSpeedOptimWrapper', "
+    "optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05))\n"
+    "strategy = dict(type='DeepSpeedStrategy', gradient_clipping=5.0, "
+    'zero_optimization=dict(stage={stage}, overlap_comm=True, '
+    'contiguous_gradients=True))\n')
+for _stage in (1, 2, 3):
+    ENGINES[f'deepspeed_zero{_stage}'] = DEEPSPEED.format(stage=_stage)
+# DeepSpeed is not in the project's requirements; these tests run where it
+# is installed (see docs/performance.md for the interpreter we used).
+needs_deepspeed = pytest.mark.skipif(
+    importlib.util.find_spec('deepspeed') is None,
+    reason='DeepSpeed is not installed')
 
 
 def write_config(tmp_path, base: str, engine: str, name: str) -> str:
@@ -76,7 +92,7 @@ def vit_runs(tmp_path_factory, image_folder):
     prepare_augsub_config."""
     tmp = tmp_path_factory.mktemp('vit')
     runs = {}
-    for engine in ENGINES:
+    for engine in ('runner_ddp', 'flexible_ddp', 'flexible_fsdp'):
         cfg = write_config(tmp, AUGMASK_CFG, engine, engine)
         work_dir = str(tmp / engine)
         proc = dist_train(
@@ -110,6 +126,26 @@ def test_vit_weights_equal_runner_ddp(vit_runs, engine):
     assert any(not torch.equal(v, start[k]) for k, v in reference.items())
 
 
+@needs_deepspeed
+@pytest.mark.parametrize('stage', [1, 2, 3])
+def test_vit_deepspeed_weights_equal_runner_ddp(vit_runs, image_folder,
+                                                 tmp_path, stage):
+    engine = f'deepspeed_zero{stage}'
+    work_dir = str(tmp_path / engine)
+    proc = dist_train(
+        write_config(tmp_path, AUGMASK_CFG, engine, engine), work_dir, **{
+            'train_dataloader.dataset.data_root': image_folder,
+            'train_cfg.max_epochs': 1})
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    assert 'loss: ' in proc.stdout and 'loss_sub: ' in proc.stdout
+    reference = vit_runs['runner_ddp'][1][0]['params']
+    for rank in probes(work_dir):
+        assert rank['wrapper'] == 'AugSubDeepSpeedEngineWrapper'
+        assert rank['strategy'] == 'AugSubDeepSpeedStrategy'
+        assert rank['iter'] == 2
+        assert_same_weights(rank['params'], reference)
+
+
 # -- toy Swin (AugMask: the mask token) -------------------------------------
 @pytest.fixture(scope='module')
 def swin_runs(tmp_path_factory):
@@ -126,7 +162,7 @@ def swin_runs(tmp_path_factory):
     cfg.randomness.seed = 0  # the recipe draws one per run
     cfg.dump(base)
     runs = {}
-    for engine in ENGINES:
+    for engine in ('runner_ddp', 'flexible_ddp', 'flexible_fsdp'):
         work_dir = str(tmp / engine)
         proc = dist_train(write_config(tmp, base, engine, engine), work_dir)
         assert proc.returncode == 0, proc.stdout[-6000:]
@@ -169,7 +205,9 @@ train_dataloader = dict(dataset=dict(pipeline=[
 """
 
 
-@pytest.mark.parametrize('engine', ['flexible_ddp', 'flexible_fsdp'])
+@pytest.mark.parametrize('engine', [
+    'flexible_ddp', 'flexible_fsdp',
+    pytest.param('deepspeed_zero2', marks=needs_deepspeed)])
 def test_save_resume_continue_equals_uninterrupted(engine, image_folder,
                                                    tmp_path):
     cfg = write_config(tmp_path, AUGMASK_CFG, engine, 'cfg')
