@@ -32,8 +32,10 @@ def test_mim_search(user_config):  # noqa: F811
 
 
 @OPENMIM_EDITABLE
-def test_mim_train(user_config):  # noqa: F811
-    out = run([MIM, 'train', 'augsub_mm', 'my_vit_augmask.py', '--work-dir',
-               'work_editable'], user_config)
+@pytest.mark.parametrize('launch', [[], ['--launcher', 'pytorch', '--gpus',
+                                         '2']], ids=['one', 'two-procs'])
+def test_mim_train(user_config, launch):  # noqa: F811
+    out = run([MIM, 'train', 'augsub_mm', 'my_vit_augmask.py', *launch,
+               '--work-dir', f'work_editable_{len(launch)}'], user_config)
     assert 'loss_sub' in out
     assert 'Top-1: ' in out
