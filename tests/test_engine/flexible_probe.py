@@ -46,9 +46,16 @@ class FlexibleProbeHook(Hook):
             token_decay = [g['weight_decay']
                            for g in runner.optim_wrapper.optimizer.param_groups
                            if any(p is token for p in g['params'])]
+        # Layer-wise lr decay (the MAE recipes): the scale of the first
+        # backbone parameter's group against the head's.
+        first = next(model.backbone.parameters())
+        lr_scale = [g.get('lr_scale')
+                    for g in runner.optim_wrapper.optimizer.param_groups
+                    if any(p is first for p in g['params'])]
         strategy = getattr(runner, 'strategy', None)
         torch.save(
             dict(params=params, start=self.start, wrapper=type(wrapper).__name__,
                  strategy=type(strategy).__name__ if strategy else None,
-                 iter=runner.iter, token_decay=token_decay),
+                 iter=runner.iter, token_decay=token_decay,
+                 backbone_lr_scale=lr_scale),
             osp.join(runner.work_dir, f'probe_rank{runner.rank}.pt'))

@@ -226,3 +226,46 @@ def test_save_resume_continue_equals_uninterrupted(engine, image_folder,
     for resumed, uninterrupted in zip(probes(parts), probes(whole)):
         assert resumed['iter'] == uninterrupted['iter'] == 4
         assert_same_weights(resumed['params'], uninterrupted['params'])
+
+
+# -- the model zoo's FSDP / DeepSpeed MAE recipes with AugMask ---------------
+ZOO = osp.join(REPO, 'configs', 'mae', 'large_models')
+
+
+@pytest.mark.parametrize('name', [
+    'vit-large-p16_8xb128-augmask-fsdp-coslr-50e_in1k.py',
+    pytest.param('vit-large-p16_8xb128-augmask-ds-coslr-50e_in1k.py',
+                 marks=needs_deepspeed)])
+def test_zoo_large_model_config_trains(name, tmp_path):
+    """Our config of the zoo's recipe, with a tiny ViT of the same family,
+    trains with the sub-model under its engine (the recipe's layer-wise lr
+    decay intact). What a CPU cannot run is switched off: AMP (fp16 needs
+    CUDA) and the FSDP wrap threshold lowered so that the tiny layers are
+    FSDP units of their own, as ViT-L's are."""
+    from test_configs import tiny_version
+    images = make_image_folder(str(tmp_path / 'images'), per_class=2)
+    cfg = tiny_version(osp.join(ZOO, name), images, str(tmp_path / 'unused'))
+    cfg.randomness.seed = 0
+    if '-fsdp-' in name:
+        cfg.optim_wrapper.type = 'OptimWrapper'
+        cfg.strategy.model_wrapper.auto_wrap_policy.min_num_params = 1000
+    else:
+        cfg.strategy.fp16.enabled = False
+    base = str(tmp_path / 'tiny.py')
+    cfg.dump(base)
+    config = tmp_path / 'probed.py'
+    config.write_text(f'_base_ = [{base!r}]\n' + PROBE)
+    work_dir = str(tmp_path / 'work')
+    proc = dist_train(str(config), work_dir)
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    assert 'loss_sub: ' in proc.stdout
+    engine = 'DeepSpeed' if '-ds-' in name else 'FSDP'
+    for rank in probes(work_dir):
+        assert rank['strategy'] == f'AugSub{engine}Strategy'
+        assert rank['iter'] == 1  # 8 images, 2 ranks x batch 4
+        assert any(not torch.equal(v, rank['start'][k])
+                   for k, v in rank['params'].items())
+        if engine == 'FSDP':
+            # The class token: depth 0 of 4 (2 layers), 0.75 ** 3, not the
+            # head's 1 (FSDP's parameter names must not hide the depth).
+            assert rank['backbone_lr_scale'] == [pytest.approx(0.75**3)]
