@@ -269,3 +269,53 @@ def test_zoo_large_model_config_trains(name, tmp_path):
             # The class token: depth 0 of 4 (2 layers), 0.75 ** 3, not the
             # head's 1 (FSDP's parameter names must not hide the depth).
             assert rank['backbone_lr_scale'] == [pytest.approx(0.75**3)]
+
+
+# -- without our switch: never trains without the sub-model -----------------
+def _train_without_switch(rank, world, port, strategy, data_root, out):
+    """FlexibleRunner built directly from the AugMask toy config with
+    mmengine's own strategy and wrapper (as mmpretrain's train tool would,
+    without prepare_augsub_config); writes the error it stops with."""
+    import os
+
+    import torch.distributed as dist
+    from mmengine.runner import FlexibleRunner
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
+                      RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world))
+    # gloo here: mmengine's init_dist would call cuda.set_device.
+    dist.init_process_group('gloo', rank=rank, world_size=world)
+    cfg = Config.fromfile(AUGMASK_CFG)
+    cfg.train_dataloader.dataset.data_root = data_root
+    cfg.update(launcher='pytorch', work_dir=osp.join(out, 'work'),
+               val_cfg=None, val_dataloader=None, val_evaluator=None,
+               runner_type='FlexibleRunner')
+    cfg.pop('model_wrapper_cfg')
+    # CPU devices: mmengine's wrappers default to CUDA device LOCAL_RANK.
+    cfg.strategy = dict(type=strategy, model_wrapper=(
+        dict(device_id=torch.device('cpu')) if strategy == 'FSDPStrategy'
+        else dict(type='MMDistributedDataParallel', device_ids=None)))
+    try:
+        FlexibleRunner.from_cfg(cfg).train()
+        result = 'trained'
+    except RuntimeError as error:
+        result = str(error)
+    torch.save(result, osp.join(out, f'result{rank}.pt'))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize('strategy,world', [('FSDPStrategy', 1),
+                                            ('FSDPStrategy', 2),
+                                            ('DDPStrategy', 2)])
+def test_mmengine_strategy_without_switch_refuses(strategy, world,
+                                                  image_folder, tmp_path):
+    import torch.multiprocessing as mp
+    mp.start_processes(
+        _train_without_switch,
+        args=(world, free_port(), strategy, image_folder, str(tmp_path)),
+        nprocs=world, start_method='spawn')
+    for rank in range(world):
+        result = torch.load(str(tmp_path / f'result{rank}.pt'))
+        assert 'AugSubClassifier was asked for a plain training loss' \
+            in result, result
