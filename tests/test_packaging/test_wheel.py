@@ -192,3 +192,28 @@ def assert_lists_our_configs(out):
                  'deit3-small-p16_32xb64-augmask-400e_in1k',
                  'resnet50_8xb256-augmask-rsb-a2-300e_in1k'):
         assert name in out
+
+
+NEW_STYLE_USER_CONFIG = """\
+from mmengine.config import read_base
+
+with read_base():
+    from augsub_mm.configs.swin.swin_tiny_16xb64_in1k import *
+
+from augsub_mm.models import AugMask, AugSubClassifier
+
+model.update(type=AugSubClassifier, augsub=dict(type=AugMask, ratio=0.5))
+model_wrapper_cfg = dict(type='AugSubDistributedDataParallel')
+randomness.update(diff_rank_seed=True)
+"""
+
+
+def test_a_new_style_user_config_inherits_ours_by_import(fresh, tmp_path):
+    python, _ = fresh
+    (tmp_path / 'my_swin_augmask.py').write_text(NEW_STYLE_USER_CONFIG)
+    out = run([python, '-c', 'from mmengine.config import Config; '
+               'c = Config.fromfile("my_swin_augmask.py"); '
+               'print(c.model.type.__name__, c.model.backbone.arch, '
+               'c.optim_wrapper.paramwise_cfg.flat_decay_mult)'],
+              str(tmp_path))
+    assert out.strip().splitlines()[-1] == 'AugSubClassifier tiny 0.0'
