@@ -1,9 +1,11 @@
 """The Fashion-MNIST study end to end, at smoke size: every config of
-configs/fashion_mnist trained by mmengine's Runner on real Fashion-MNIST
-(Debian's dataset-fashion-mnist), per-run records, the summary with the
-three claims answered, the plots, and resuming without retraining.
+configs/fashion_mnist (both regimes) trained by mmengine's Runner on real
+Fashion-MNIST (Debian's dataset-fashion-mnist), per-run records, the
+summaries with the claims answered, the heavy regime's AugDrop sweep and
+its choice on held-out images, the plots, the docs blocks (each regime's
+and the side-by-side one), and resuming without retraining.
 
-About 2 minutes on 2 free cores (longer on a loaded machine)."""
+About 3 minutes on 2 free cores (longer on a loaded machine)."""
 import csv
 import glob
 import json
@@ -121,3 +123,121 @@ def test_only_the_whole_study_rewrites_the_readme():
     # --docs decides when given.
     assert target('--archs', 'vit', '--docs', 'notes.md') == 'notes.md'
     assert target('--docs', '') is None
+
+    def heavy(*argv):
+        args = driver.parse_args(['--regime', 'heavy', *argv])
+        return driver.docs_target(args, args.seeds or driver.SEEDS,
+                                  driver.REGIMES['heavy'])
+
+    assert heavy() == readme
+    assert heavy('--variants', 'baseline', 'augmask') is None
+    assert heavy('--archs', 'vit') is None
+    assert heavy('--smoke') is None
+
+
+def test_heavy_regime_configs_inherit_and_are_disjoint():
+    """The heavy configs are the study's models plus the regime's base;
+    the held-out images of the sweep are not trained on."""
+    from mmengine.config import Config
+    driver = load_driver()
+    heavy, overfit = driver.REGIMES['heavy'], driver.REGIMES['overfit']
+    for arch in ARCHS:
+        cfg = Config.fromfile(heavy.config_path(arch, 'baseline'))
+        plain = Config.fromfile(overfit.config_path(arch, 'baseline'))
+        assert cfg.model.backbone == plain.model.backbone
+        assert [a['type'] for a in cfg.model.train_cfg.augments] == \
+            ['Mixup', 'CutMix']
+        assert cfg.model.head.loss.use_soft
+        assert 'RandAugment' in [t['type'] for t in
+                                 cfg.train_dataloader.dataset.pipeline]
+        num_train = cfg.train_dataloader.dataset.indices
+        assert num_train > plain.train_dataloader.dataset.indices
+        assert num_train <= heavy.sweep['heldout'][0]
+    ratios = [Config.fromfile(heavy.config_path('vit', v)).model.augsub
+              for v in heavy.sweep['variants']]
+    assert [(r['type'], r['ratio']) for r in ratios] == [
+        ('AugDrop', 0.1), ('AugDrop', 0.2), ('AugDrop', 0.3)]
+
+
+HEAVY_RUNS = 6 + 3 + 1 + 6  # ViT: 3 variants x 2 seeds, sweep, its choice
+DOCS = '\n\n'.join(
+    f'{begin}\nold\n{end}' for begin, end in (
+        ('<!-- study:begin (written by tools/study/run_study.py) -->',
+         '<!-- study:end -->'),
+        ('<!-- study-heavy:begin (written by tools/study/run_study.py '
+         '--regime heavy) -->', '<!-- study-heavy:end -->'),
+        ('<!-- study-both:begin (written by tools/study/run_study.py) -->',
+         '<!-- study-both:end -->'))) + '\n'
+
+
+def test_smoke_study_heavy(tmp_path):
+    out, work_dir = str(tmp_path / 'results'), str(tmp_path / 'work_dirs')
+    docs = tmp_path / 'docs.md'
+    docs.write_text(DOCS)
+    proc = study(out, work_dir, '--regime', 'heavy', '--docs', str(docs))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    heavy = osp.join(out, 'heavy')
+    assert not glob.glob(osp.join(out, 'runs', '*.json'))
+
+    records = []
+    for path in sorted(glob.glob(osp.join(heavy, 'runs', '*.json'))):
+        with open(path) as f:
+            records.append(json.load(f))
+    assert len(records) == HEAVY_RUNS
+    sweep = {}
+    for r in records:
+        assert r['num_train'] == 256 and r['curves']['epoch'] == [1, 2]
+        assert r['config'].startswith('configs/fashion_mnist/heavy/')
+        assert bool(r['curves']['loss_sub']) == (r['variant'] != 'baseline')
+        if r['variant'].startswith('augdrop-r'):
+            assert r['arch'] == 'vit'
+            assert r['heldout_images'] == [59500, 500]
+            assert 0 <= r['heldout_top1'] <= 100
+            sweep.setdefault(r['variant'], []).append(r)
+        else:
+            assert 'heldout_top1' not in r
+    # Every ratio at seed 0; the best held-out top-1 at the other seed too.
+    assert sorted(sweep) == ['augdrop-r0.1', 'augdrop-r0.2', 'augdrop-r0.3']
+    first = {v: [r for r in runs if r['seed'] == 0][0]['heldout_top1']
+             for v, runs in sweep.items()}
+    chosen = max(sorted(first), key=lambda v: first[v])
+    assert sorted(r['seed'] for r in sweep[chosen]) == [0, 1]
+    assert all(len(runs) == 1 for v, runs in sweep.items() if v != chosen)
+
+    summary = open(osp.join(heavy, 'summary.md')).read()
+    assert '**(1)' in summary and '**(2)' in summary
+    assert '**(3)' not in summary
+    answers = re.findall(r'^- (.+?): \*\*(yes|no)\*\* -- ', summary, re.M)
+    # (1): 3 ViT + 2 ResNet sub-models; (2): one line per model.
+    assert len(answers) == 5 + 2
+    assert f"AugDrop {chosen.split('-r')[1]} (the sweep's choice)" in summary
+    table = summary[summary.index('ratio sweep'):]
+    for ratio in ('0.1', '0.2', '0.3'):
+        assert f'| AugDrop {ratio} |' in table
+    assert table.count('**chosen**') == 1
+    for name in ('top1.png', 'loss_curves_vit.png', 'loss_curves_resnet.png'):
+        assert osp.isfile(osp.join(heavy, name)), name
+
+    # The docs: the heavy block, and the side-by-side one with the regime
+    # that has no record marked as such.
+    text = docs.read_text()
+    block = text[text.index('study-heavy:begin'):text.index('study-heavy:end')]
+    assert 'Settings: 256 training images' in block
+    assert '--regime heavy' in block and '](results/heavy/top1.png)' in block
+    both = text[text.index('study-both:begin'):text.index('study-both:end')]
+    rows = [line for line in both.splitlines() if line.startswith('| (')]
+    assert rows and all(line.count('not trained yet') == 1 for line in rows)
+    assert any('**yes**' in line or '**no**' in line for line in rows)
+    assert '\nold\n<!-- study:end -->' in text  # not this regime's block
+
+    # --no-train, every regime: the heavy summary again, and the regime
+    # without records reported as not trained (with its command).
+    again = study(out, work_dir, '--no-train', '--docs', str(docs))
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert again.stdout.count('done before, skipped') == HEAVY_RUNS
+    assert 'overfit regime: not trained yet' in again.stdout
+    assert open(osp.join(heavy, 'summary.md')).read() == summary
+    text = docs.read_text()
+    block = text[text.index('study:begin'):text.index('study:end')]
+    assert '**Not trained yet**' in block
+    assert '`python tools/study/run_study.py --smoke' in block

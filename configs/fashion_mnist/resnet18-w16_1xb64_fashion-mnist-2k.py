@@ -1,23 +1,7 @@
 # Study baseline (CNN): a CIFAR-style ResNet-18 at a quarter of the width
 # (16 base channels) on a 2k-image Fashion-MNIST subset, written like a
-# model-zoo config (no augsub_mm in it). Its AugSub variants inherit it and
-# add the four switch-on lines.
-_base_ = ['./_base_/fashion-mnist-study.py']
-
-model = dict(
-    type='ImageClassifier',
-    backbone=dict(
-        type='ResNet_CIFAR',
-        depth=18,
-        in_channels=1,
-        stem_channels=16,
-        base_channels=16,
-        drop_path_rate=0.05),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(
-        type='LinearClsHead',
-        num_classes=10,
-        in_channels=128,
-        loss=dict(type='CrossEntropyLoss', loss_weight=1.0)),
-    data_preprocessor=dict(
-        num_classes=10, mean=[72.94], std=[90.02], to_rgb=False))
+# model-zoo config (no augsub_mm in it): the model
+# (_base_/models/resnet18-w16.py) plus the over-fitting regime's data and
+# schedule. Its AugSub variants inherit it and add the four switch-on lines.
+_base_ = ['./_base_/models/resnet18-w16.py',
+          './_base_/fashion-mnist-study.py']

@@ -6,10 +6,18 @@
 model's training loss converges faster with AugMask, and (3) masking at a
 high ratio hurts in the main recipe but not in the sub-model. This driver
 trains the configs of ``configs/fashion_mnist`` (a small ViT and a small
-ResNet, a fixed 2k-image training subset, the full 10k test set) with
-mmengine's Runner, for several seeds, and answers each claim with numbers.
+ResNet, evaluated on the full 10k test set) with mmengine's Runner, for
+several seeds, and answers each claim with numbers, in two regimes
+(``--regime``):
 
-Outputs under ``--out`` (default ``results/fashion_mnist``):
+- ``overfit`` (default): a fixed 2k-image training subset, 60 epochs,
+  flips only: the models over-fit, regularization has work to do.
+- ``heavy``: the paper's kind of recipe (RandAugment, Mixup + CutMix, soft
+  targets), 10x the images and a short schedule: the models under-fit.
+  Its AugDrop is a ratio sweep, chosen on held-out training images.
+
+Outputs under ``--out`` (default ``results/fashion_mnist``, and its
+``heavy/`` folder for the heavy regime):
 ``runs/<arch>_<variant>_seed<seed>.{json,csv}`` per run, ``summary.csv``,
 ``summary.md`` (table and claims), ``loss_curves_<arch>.png`` and
 ``top1.png``. A run whose JSON exists with the same config settings is not
@@ -18,9 +26,11 @@ changes are not detected: delete the records to retrain after one).
 
 Examples::
 
-    python tools/study/run_study.py            # the whole study (~90 min)
+    python tools/study/run_study.py --jobs 2   # the over-fitting regime
+    python tools/study/run_study.py --regime heavy --jobs 2  # ~2 h
     python tools/study/run_study.py --smoke    # plumbing check (~2 min)
     python tools/study/run_study.py --archs vit --variants baseline augmask
+    python tools/study/run_study.py --no-train # both regimes' summaries
 """
 import argparse
 import csv
@@ -34,9 +44,10 @@ import shlex
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import (FIRST_COMPLETED, ProcessPoolExecutor,
+                                wait)
 from multiprocessing import get_context
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 HERE = osp.dirname(osp.abspath(__file__))
 REPO = osp.dirname(osp.dirname(HERE))
@@ -79,20 +90,114 @@ SMOKE = dict(num_train=256, num_test=500, epochs=2, seeds=(0, 1))
 LOSS_POINTS = (0.25, 0.5, 0.75, 1.0)
 DOCS_BEGIN = '<!-- study:begin (written by tools/study/run_study.py) -->'
 DOCS_END = '<!-- study:end -->'
+#: The block of both regimes' claims side by side (README, Results).
+BOTH_BEGIN = ('<!-- study-both:begin (written by tools/study/run_study.py)'
+              ' -->')
+BOTH_END = '<!-- study-both:end -->'
 
 
-def config_path(arch: str, variant: str) -> str:
-    return osp.join(CONFIG_DIR, CONFIG.format(
-        model=ARCHS[arch][1], variant=VARIANTS[variant][1]))
+class Regime:
+    """One regime of the study: its configs, runs, outputs and claims."""
+
+    def __init__(self, name: str, title: str, config_dir: str, config: str,
+                 variants: Dict[str, Tuple[str, str]],
+                 cost: Dict[str, float], sub_models: Tuple[str, ...],
+                 docs: Tuple[str, str], subdir: str = '', data: str = '',
+                 sweep: Optional[dict] = None, claims: Tuple[int, ...] = (
+                     1, 2, 3), estimate: str = ''):
+        self.name = name
+        #: Short title, used in headings, plots and the side-by-side table.
+        self.title = title
+        self.config_dir = config_dir
+        self.config = config
+        self.variants = variants
+        self.cost = cost
+        #: Claim (1)'s sub-models; a sweep's name stands for its choice.
+        self.sub_models = sub_models
+        self.docs = docs
+        #: Results and work dirs of the regime, below the study's.
+        self.subdir = subdir
+        #: How the training data is augmented, for the settings line.
+        self.data = data
+        #: dict(name, arch, variants, heldout=(first, num)): a ratio sweep
+        #: of one sub-model, trained at the first seed, chosen on held-out
+        #: training images, then trained at the other seeds.
+        self.sweep = sweep
+        self.claims = claims
+        #: Measured time estimate of the whole regime (for the docs block
+        #: of a regime that has no record yet).
+        self.estimate = estimate
+
+    def config_path(self, arch: str, variant: str) -> str:
+        return osp.join(self.config_dir, self.config.format(
+            model=ARCHS[arch][1], variant=self.variants[variant][1]))
+
+    def sweep_variants(self, arch: str) -> Tuple[str, ...]:
+        if self.sweep and arch == self.sweep['arch']:
+            return tuple(self.sweep['variants'])
+        return ()
+
+    def heldout(self, variant: str, smoke: bool):
+        """(first, num) of the held-out training images that score a sweep
+        run, or None for the other runs."""
+        if not self.sweep or variant not in self.sweep['variants']:
+            return None
+        return self.sweep['smoke_heldout' if smoke else 'heldout']
+
+
+REGIMES = {
+    'overfit': Regime(
+        'overfit', 'over-fitting regime (2k images, 60 epochs, flips)',
+        CONFIG_DIR, CONFIG, VARIANTS, COST, SUB_MODELS,
+        (DOCS_BEGIN, DOCS_END)),
+    'heavy': Regime(
+        'heavy', 'heavy augmentation (20k images, 6 epochs, RandAugment, '
+        'Mixup/CutMix)',
+        osp.join(CONFIG_DIR, 'heavy'), '{model}_1xb64{variant}_fashion-mnist'
+        '-heavy.py',
+        {'baseline': ('baseline', ''),
+         'augmask': ('+ AugMask 0.5', '-augmask'),
+         'augdrop-r0.1': ('+ AugDrop 0.1', '-augdrop-r0.1'),
+         'augdrop-r0.2': ('+ AugDrop 0.2', '-augdrop-r0.2'),
+         'augdrop-r0.3': ('+ AugDrop 0.3', '-augdrop-r0.3'),
+         'augpath': ('+ AugPath 0.5', '-augpath')},
+        {'baseline': 1.0, 'augmask': 1.7, 'augpath': 1.8,
+         'augdrop-r0.1': 2.7, 'augdrop-r0.2': 2.7, 'augdrop-r0.3': 2.7},
+        SUB_MODELS,
+        ('<!-- study-heavy:begin (written by tools/study/run_study.py '
+         '--regime heavy) -->', '<!-- study-heavy:end -->'),
+        subdir='heavy',
+        data=' (RandAugment 2 ops m9 on grey-safe ops, flips, Mixup 0.8 / '
+        'CutMix 1.0 in the data preprocessor, soft-target cross-entropy)',
+        # The training images are the first 20k of the 60k; the held-out
+        # ones the last 10k, which no run trains on.
+        sweep=dict(name='augdrop', label='AugDrop', arch='vit',
+                   variants=('augdrop-r0.1', 'augdrop-r0.2', 'augdrop-r0.3'),
+                   heldout=(50000, 10000), smoke_heldout=(59500, 500)),
+        claims=(1, 2),
+        estimate='23 runs, about 100 minutes with `--jobs 2` on 2 free '
+        'cores, '
+        'estimated from measured per-iteration times: see the note in '
+        '`configs/fashion_mnist/_base_/fashion-mnist-heavy.py`'),
+}
+DEFAULT_REGIME = 'overfit'
+ALL_VARIANTS = list(dict.fromkeys(
+    v for r in REGIMES.values() for v in r.variants))
+
+
+def config_path(arch: str, variant: str,
+                regime: Regime = REGIMES[DEFAULT_REGIME]) -> str:
+    return regime.config_path(arch, variant)
 
 
 # -- one run ------------------------------------------------------------
 def build_cfg(arch: str, variant: str, seed: int, work_root: str,
-              data_root: str, smoke: bool, verbose: bool):
+              data_root: str, smoke: bool, verbose: bool,
+              regime: Regime = REGIMES[DEFAULT_REGIME]):
     """The run's config: the study config, with seed, data root and work
     dir set (and the smoke sizes with ``smoke``)."""
     from mmengine.config import Config
-    cfg = Config.fromfile(config_path(arch, variant))
+    cfg = Config.fromfile(regime.config_path(arch, variant))
     cfg.randomness.seed = seed
     loaders = [cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader]
     for loader in loaders:
@@ -107,6 +212,14 @@ def build_cfg(arch: str, variant: str, seed: int, work_root: str,
         cfg.param_scheduler = [dict(
             type='CosineAnnealingLR', by_epoch=True, begin=0, end=epochs,
             eta_min=1e-5, convert_to_iter_based=True)]
+    heldout = regime.heldout(variant, smoke)
+    if heldout is not None:
+        num_train = cfg.train_dataloader.dataset.indices
+        if not isinstance(num_train, int) or num_train > heldout[0]:
+            raise ValueError(
+                f'{regime.config_path(arch, variant)}: the held-out images '
+                f'start at {heldout[0]}, but the run trains on '
+                f'{num_train!r}: they must not overlap.')
     name = run_name(arch, variant, seed)
     cfg.work_dir = osp.join(work_root, name)
     cfg.experiment_name = name
@@ -131,34 +244,63 @@ def _drop_default_scope(node, scope: str):
     return node
 
 
-def fingerprint(cfg, data_root: str) -> str:
+def fingerprint(cfg, data_root: str, heldout=None) -> str:
     """Hash of everything in the config that can change a result (not where
-    the data or the work dir are)."""
+    the data or the work dir are), and of the held-out images that score a
+    sweep run."""
     settings = cfg.to_dict()
     for key in ('work_dir', 'experiment_name', 'log_level'):
         settings.pop(key, None)
     settings = _drop_default_scope(settings, settings.get('default_scope'))
     text = json.dumps(settings, sort_keys=True, default=str).replace(
         json.dumps(data_root)[1:-1], '<data_root>')
+    if heldout is not None:
+        text += json.dumps(dict(heldout=list(heldout)))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def train_run(cfg) -> dict:
+def heldout_top1(runner, cfg, heldout) -> float:
+    """Top-1 of the trained model on training-split images ``heldout`` =
+    (first, num), which the run did not train on: the sweep's choice is
+    made on them, not on the test set."""
+    import copy
+
+    import torch
+    first, num = heldout
+    loader_cfg = copy.deepcopy(cfg.val_dataloader.to_dict())
+    loader_cfg['dataset'].update(split='train', test_mode=False,
+                                 indices=list(range(first, first + num)))
+    loader = runner.build_dataloader(loader_cfg)
+    evaluator = runner.build_evaluator(copy.deepcopy(cfg.val_evaluator))
+    model = runner.model
+    model.eval()
+    with torch.no_grad():
+        for data in loader:
+            outputs = model.val_step(data)
+            evaluator.process(data_samples=outputs, data_batch=data)
+    return evaluator.evaluate(len(loader.dataset))['accuracy/top1']
+
+
+def train_run(cfg, heldout=None) -> dict:
     """Train one config with mmengine's Runner; return its sizes, timing
-    and per-epoch curves."""
+    and per-epoch curves (and its top-1 on the ``heldout`` images)."""
     import torch
     from mmengine.runner import Runner
     runner = Runner.from_cfg(cfg)
     start, cpu_start = time.time(), time.process_time()
     runner.train()
     seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
-    return dict(num_train=len(runner.train_loop.dataloader.dataset),
-                num_test=len(runner.val_loop.dataloader.dataset),
-                epochs=runner.train_loop.max_epochs,
-                train_time_s=round(seconds, 1),
-                cpu_time_s=round(cpu_seconds, 1),
-                torch_threads=torch.get_num_threads(),
-                curves=read_log(runner.log_dir))
+    out = dict(num_train=len(runner.train_loop.dataloader.dataset),
+               num_test=len(runner.val_loop.dataloader.dataset),
+               epochs=runner.train_loop.max_epochs,
+               train_time_s=round(seconds, 1),
+               cpu_time_s=round(cpu_seconds, 1),
+               torch_threads=torch.get_num_threads(),
+               curves=read_log(runner.log_dir))
+    if heldout is not None:
+        out.update(heldout_images=list(heldout),
+                   heldout_top1=heldout_top1(runner, cfg, heldout))
+    return out
 
 
 def save_run(path: str, record: dict) -> None:
@@ -185,14 +327,22 @@ def load_run(path: str, fp: str) -> Optional[dict]:
     return record if record.get('fingerprint') == fp else None
 
 
-def train_and_save(arch: str, variant: str, seed: int, opts: dict) -> dict:
+def run_fingerprint(regime: Regime, key, cfg, opts: dict) -> str:
+    return fingerprint(cfg, opts['data_root'],
+                       regime.heldout(key[1], opts['smoke']))
+
+
+def train_and_save(regime_name: str, arch: str, variant: str, seed: int,
+                   opts: dict) -> dict:
     """Train one run and save its record (in a worker process)."""
+    regime = REGIMES[regime_name]
     cfg = build_cfg(arch, variant, seed, opts['work_root'], opts['data_root'],
-                    opts['smoke'], opts['verbose'])
+                    opts['smoke'], opts['verbose'], regime)
     record = dict(arch=arch, variant=variant, seed=seed,
-                  config=osp.relpath(config_path(arch, variant), REPO),
-                  fingerprint=fingerprint(cfg, opts['data_root']),
-                  **train_run(cfg))
+                  config=osp.relpath(regime.config_path(arch, variant), REPO),
+                  fingerprint=run_fingerprint(regime, (arch, variant, seed),
+                                              cfg, opts),
+                  **train_run(cfg, regime.heldout(variant, opts['smoke'])))
     record['top1'] = record['curves']['top1'][-1]
     save_run(osp.join(opts['out'], 'runs', run_name(arch, variant, seed)),
              record)
@@ -206,54 +356,133 @@ def _init_worker(threads: int) -> None:
     import masked_main  # noqa: F401  (registers MaskedMainClassifier)
 
 
+# -- the grid -----------------------------------------------------------
+def choose(regime: Regime, arch: str, records: dict,
+           seed: int) -> Optional[str]:
+    """The sweep's choice for ``arch``: the ratio whose run at ``seed`` has
+    the best top-1 on the held-out training images (ties: the smaller
+    ratio); None until every ratio has that run. Fixed before any run."""
+    names = regime.sweep_variants(arch)
+    runs = [records.get((arch, v, seed)) for v in names]
+    if not names or any(r is None for r in runs):
+        return None
+    best = max(range(len(names)),
+               key=lambda i: (runs[i]['heldout_top1'], -i))
+    return names[best]
+
+
+def plan(regime: Regime, archs, variants, seeds, records: dict) -> list:
+    """The runs of the grid, given the records so far: every (arch, variant,
+    seed) with a config; a sweep's ratios at the first seed only, and its
+    choice (once made) at every seed."""
+    keys = []
+    for a in archs:
+        sweep = regime.sweep_variants(a)
+        for v in variants:
+            if not osp.isfile(regime.config_path(a, v)):
+                continue
+            if v in sweep:
+                if set(sweep) <= set(variants) and \
+                        choose(regime, a, records, seeds[0]) == v:
+                    keys += [(a, v, s) for s in seeds]
+                else:
+                    keys.append((a, v, seeds[0]))
+            else:
+                keys += [(a, v, s) for s in seeds]
+    return keys
+
+
 def run_all(archs, variants, seeds, jobs: int, train: bool = True,
+            regime: Regime = REGIMES[DEFAULT_REGIME],
             **opts) -> List[dict]:
     """Train every run of the grid that has no up-to-date record, ``jobs``
     at a time; return the records of the whole grid, in grid order. With
     ``train=False`` nothing is trained: runs without a record are left out
-    (and said so)."""
+    (and said so). A sweep's choice is trained once its ratios are."""
     os.makedirs(osp.join(opts['out'], 'runs'), exist_ok=True)
-    grid = [(a, v, s) for a in archs for v in variants for s in seeds
-            if osp.isfile(config_path(a, v))]
-    records, todo = {}, []
-    for key in grid:
-        cfg = build_cfg(*key, opts['work_root'], opts['data_root'],
-                        opts['smoke'], opts['verbose'])
-        record = load_run(osp.join(opts['out'], 'runs', run_name(*key)),
-                          fingerprint(cfg, opts['data_root']))
-        if record is None:
-            todo.append(key)
-        else:
-            records[key] = record
-            print(f'{run_name(*key)}: top-1 {record["top1"]:.2f} (done '
-                  'before, skipped)', flush=True)
+    records, missing = {}, set()
+
+    def look_up(keys):
+        """Load the records of ``keys`` not looked up yet; return those
+        that have none."""
+        todo = []
+        for key in keys:
+            if key in records or key in missing:
+                continue
+            cfg = build_cfg(*key, opts['work_root'], opts['data_root'],
+                            opts['smoke'], opts['verbose'], regime)
+            record = load_run(osp.join(opts['out'], 'runs', run_name(*key)),
+                              run_fingerprint(regime, key, cfg, opts))
+            if record is None:
+                missing.add(key)
+                todo.append(key)
+            else:
+                records[key] = record
+                if not opts.get('quiet'):
+                    print(f'{run_name(*key)}: top-1 {record["top1"]:.2f} '
+                          '(done before, skipped)', flush=True)
+        return todo
+
+    todo = look_up(plan(regime, archs, variants, seeds, records))
+    # A choice made from records just loaded adds runs to look up.
+    while True:
+        more = look_up(plan(regime, archs, variants, seeds, records))
+        if not more:
+            break
+        todo += more
     if not train:
+        if not records:
+            return []
         for key in todo:
-            print(f'{run_name(*key)}: no record, left out (--no-train)',
-                  flush=True)
+            if not opts.get('quiet'):
+                print(f'{run_name(*key)}: no record, left out (--no-train)',
+                      flush=True)
+        grid = plan(regime, archs, variants, seeds, records)
         return [records[key] for key in grid if key in records]
     # Tiny models use threads poorly: one thread per run, runs in parallel.
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    start = time.time()
+    start, done, total = time.time(), 0, len(todo)
     with ProcessPoolExecutor(
             jobs, mp_context=get_context('spawn'), initializer=_init_worker,
             initargs=(threads, )) as pool:
-        futures = {pool.submit(train_and_save, *key, opts): key
-                   for key in sorted(todo, key=lambda k: -COST[k[1]])}
+        futures = {}
+
+        def submit(keys):
+            for key in sorted(keys, key=lambda k: -regime.cost[k[1]]):
+                futures[pool.submit(train_and_save, regime.name, *key,
+                                    opts)] = key
+
+        submit(todo)
         try:
-            for done, future in enumerate(as_completed(futures), 1):
-                key, record = futures[future], future.result()
-                records[key] = record
-                elapsed = time.time() - start
-                print(f'[{done}/{len(todo)}] {run_name(*key)}: top-1 '
-                      f'{record["top1"]:.2f}, {record["train_time_s"]:.0f} s;'
-                      f' {elapsed / 60:.0f} min so far, ~'
-                      f'{elapsed / done * (len(todo) - done) / 60:.0f} min '
-                      'left', flush=True)
+            while futures:
+                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    key, record = futures.pop(future), future.result()
+                    records[key] = record
+                    missing.discard(key)
+                    done += 1
+                    elapsed = time.time() - start
+                    print(f'[{done}/{total}] {run_name(*key)}: top-1 '
+                          f'{record["top1"]:.2f}, '
+                          f'{record["train_time_s"]:.0f} s; '
+                          f'{elapsed / 60:.0f} min so far, ~'
+                          f'{elapsed / done * (total - done) / 60:.0f} min '
+                          'left', flush=True)
+                new = [k for k in plan(regime, archs, variants, seeds,
+                                       records)
+                       if k not in records and k not in futures.values()]
+                if new:
+                    new = [k for k in new if k not in missing] + \
+                        [k for k in new if k in missing]
+                    missing.difference_update(new)
+                    fresh = look_up(new)
+                    total += len(fresh)
+                    submit(fresh)
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
-    return [records[key] for key in grid]
+    return [records[key] for key in plan(regime, archs, variants, seeds,
+                                         records)]
 
 
 # -- summary ------------------------------------------------------------
@@ -294,7 +523,8 @@ def answer(yes: bool) -> str:
     return '**yes**' if yes else '**no**'
 
 
-def summarize(records: List[dict]) -> Dict[str, str]:
+def summarize(records: List[dict],
+              regime: Regime = REGIMES[DEFAULT_REGIME]) -> Dict[str, str]:
     """The summary table, the claims (answered from the numbers) and the
     CSV rows; returns ``dict(table=..., claims=..., csv=[...])``."""
     by_arch = group(records)
@@ -305,7 +535,7 @@ def summarize(records: List[dict]) -> Dict[str, str]:
     for arch, variants in by_arch.items():
         base = variants.get('baseline')
         base_mean = mean_std([r['top1'] for r in base])[0] if base else None
-        for variant in VARIANTS:
+        for variant in regime.variants:
             runs = variants.get(variant)
             if not runs:
                 continue
@@ -317,40 +547,119 @@ def summarize(records: List[dict]) -> Dict[str, str]:
             delta = '' if base_mean is None or variant == 'baseline' else \
                 f'{m - base_mean:+.2f}'
             table.append(
-                f'| {ARCHS[arch][0]} | {VARIANTS[variant][0]} | {fmt(m, s)} '
-                f'| {delta} | {len(runs)} | {fmt(lm, ls, 3)} | '
+                f'| {ARCHS[arch][0]} | {regime.variants[variant][0]} | '
+                f'{fmt(m, s)} | {delta} | {len(runs)} | {fmt(lm, ls, 3)} | '
                 f'{minutes:.1f} |')
             rows.append(dict(arch=arch, variant=variant, seeds=len(runs),
                              top1_mean=round(m, 3),
                              top1_std=round(s, 3), delta=delta,
                              final_loss_mean=round(lm, 4),
                              cpu_minutes_per_run=round(minutes, 2)))
-    return dict(table='\n'.join(table), claims=claims(by_arch), csv=rows)
+    results = claim_results(by_arch, regime)
+    return dict(table='\n'.join(table), sweep=sweep_table(by_arch, regime),
+                claims=claims_text(results, regime), results=results,
+                csv=rows)
 
 
-def claims(by_arch) -> str:
-    """Each claim answered yes / no from the numbers; the criteria were set
-    before any run (see the README's Results)."""
-    one, two, three = [], [], []
+def sweep_choice(v: Dict[str, List[dict]], regime: Regime,
+                 arch: str) -> Optional[str]:
+    """The sweep's choice from the records of one model (None: not made)."""
+    names = regime.sweep_variants(arch)
+    if not names:
+        return None
+    seed = min((r['seed'] for n in names for r in v.get(n, [])), default=0)
+    first = {(arch, n, seed): r for n in names for r in v.get(n, [])
+             if r['seed'] == seed}
+    return choose(regime, arch, first, seed)
+
+
+def sweep_table(by_arch, regime: Regime) -> str:
+    """Every ratio of the sweep: its held-out and test top-1."""
+    if not regime.sweep:
+        return ''
+    sweep, arch = regime.sweep, regime.sweep['arch']
+    v = by_arch.get(arch, {})
+    names = [n for n in sweep['variants'] if n in v]
+    if not names:
+        return ''
+    chosen = sweep_choice(v, regime, arch)
+    seed = min(r['seed'] for n in names for r in v[n])
+    base = v.get('baseline')
+    bm = mean_std([r['top1'] for r in base])[0] if base else None
+    first, num = next((r['heldout_images'] for n in names for r in v[n]
+                       if 'heldout_images' in r), sweep['heldout'])
+    lines = [
+        f"**{sweep['label']} ratio sweep ({ARCHS[arch][0]})**: every ratio "
+        f'is trained at seed {seed} and scored on held-out training images '
+        '(not trained on, not the test set: images '
+        f'{first}-{first + num - 1} of the training split); the best '
+        'held-out top-1 is chosen (ties: the '
+        'smaller ratio) and trained at the other seeds. Every ratio is '
+        'shown.', '',
+        f'| ratio | held-out top-1, seed {seed} | test top-1, seed {seed} '
+        '| test top-1 (mean ± std) | seeds | Δ vs baseline | |',
+        '|---|---|---|---|---|---|---|']
+    for n in names:
+        at_seed = [r for r in v[n] if r['seed'] == seed]
+        m, s = mean_std([r['top1'] for r in v[n]])
+        lines.append(
+            f"| {regime.variants[n][0].lstrip('+ ')} | "
+            + (f"{at_seed[0]['heldout_top1']:.2f} | "
+               f"{at_seed[0]['top1']:.2f}" if at_seed else ' | ')
+            + f' | {fmt(m, s)} | {len(v[n])} | '
+            + ('' if bm is None else f'{m - bm:+.2f}')
+            + f" | {'**chosen**' if n == chosen else ''} |")
+    if chosen is None:
+        lines += ['', 'Not chosen yet: a ratio has no run at seed '
+                  f'{seed}.']
+    return '\n'.join(lines)
+
+
+def claim_results(by_arch, regime: Regime) -> List[dict]:
+    """Each claim answered yes / no / n/a from the numbers, one dict per
+    line: claim, arch, sub (claim 1's sub-model), yes (True / False /
+    None for n/a), short (for the side-by-side table) and line (for the
+    regime's claims). The criteria were set before any run (see the
+    README's Results); they are the same in every regime."""
+    out = []
     for arch, v in by_arch.items():
         name = ARCHS[arch][0]
         if 'baseline' not in v:
             continue
         bm, bs = mean_std([r['top1'] for r in v['baseline']])
-        for sub in SUB_MODELS:
+        for sub in regime.sub_models:
+            variant, note = sub, ''
+            if regime.sweep and sub == regime.sweep['name']:
+                variant = sweep_choice(v, regime, arch)
+                note = ' (the sweep\'s choice)'
             if (arch, sub) in NOT_APPLICABLE:
-                one.append(f'- {name}, {VARIANTS[sub][0]}: n/a -- '
-                           f'{NOT_APPLICABLE[arch, sub]}.')
-            if sub not in v:
+                label = regime.variants[sub][0] if sub in regime.variants \
+                    else f"+ {regime.sweep['label']}"
+                out.append(dict(
+                    claim=1, arch=arch, sub=sub, yes=None,
+                    short='n/a (no dropout layers)',
+                    line=f'- {name}, {label}: n/a -- '
+                    f'{NOT_APPLICABLE[arch, sub]}.'))
+            if variant is None or variant not in v:
                 continue
-            m, s = mean_std([r['top1'] for r in v[sub]])
+            m, s = mean_std([r['top1'] for r in v[variant]])
             noise = math.hypot(bs, s)
             beyond = '' if math.isnan(noise) else (
                 f"; {'beyond' if abs(m - bm) > noise else 'within'} one "
                 f'combined std ({noise:.2f})')
-            one.append(f'- {name}, {VARIANTS[sub][0]}: {answer(m > bm)} -- '
-                       f'{fmt(m, s)} vs {fmt(bm, bs)} '
-                       f'({m - bm:+.2f}{beyond}).')
+            label = regime.variants[variant][0]
+            short = f'{m - bm:+.2f}'
+            if not math.isnan(noise):
+                short += (', beyond' if abs(m - bm) > noise else
+                          ', within') + ' the noise'
+            if sub == 'augdrop':
+                # The ratio differs between regimes: name it.
+                short = f"{label.lstrip('+ ')}{note}: {short}"
+            out.append(dict(
+                claim=1, arch=arch, sub=sub, yes=m > bm,
+                short=f'{answer(m > bm)} ({short})',
+                line=f'- {name}, {label}{note}: {answer(m > bm)} -- '
+                f'{fmt(m, s)} vs {fmt(bm, bs)} ({m - bm:+.2f}{beyond}).'))
         if 'augmask' in v:
             base, sub = mean_curves(v['baseline']), mean_curves(v['augmask'])
             points = [(f, loss_at(base, f), loss_at(sub, f))
@@ -358,60 +667,102 @@ def claims(by_arch) -> str:
             text = ', '.join(
                 f'{f:.0%} of training: {s:.3f} vs {b:.3f}'
                 for f, b, s in points)
-            two.append(f'- {name}: {answer(all(s < b for _, b, s in points))}'
-                       f' -- main loss with AugMask vs baseline at {text}.')
+            yes = all(s < b for _, b, s in points)
+            lower = sum(s < b for _, b, s in points)
+            out.append(dict(
+                claim=2, arch=arch, sub=None, yes=yes,
+                short=f'{answer(yes)} (lower at {lower} of '
+                f'{len(points)} checkpoints)',
+                line=f'- {name}: {answer(yes)} -- main loss with AugMask vs '
+                f'baseline at {text}.'))
         if 'masked-r0.75' in v and 'augmask-r0.75' in v:
             mm, ms = mean_std([r['top1'] for r in v['masked-r0.75']])
             am, as_ = mean_std([r['top1'] for r in v['augmask-r0.75']])
-            three.append(
-                f'- {name}: {answer(mm < bm and am >= bm)} -- masked '
+            yes = mm < bm and am >= bm
+            out.append(dict(
+                claim=3, arch=arch, sub=None, yes=yes,
+                short=f'{answer(yes)} (masked training {mm - bm:+.2f}, '
+                f'AugMask 0.75 {am - bm:+.2f})',
+                line=f'- {name}: {answer(yes)} -- masked '
                 f'training 0.75: {fmt(mm, ms)} ({mm - bm:+.2f}, '
                 f"{'hurts' if mm < bm else 'does not hurt'}); AugMask 0.75 "
                 f'in the sub-model: {fmt(am, as_)} ({am - bm:+.2f}, '
                 f"{'hurts' if am < bm else 'does not hurt'}); baseline "
-                f'{fmt(bm, bs)}.')
+                f'{fmt(bm, bs)}.'))
+    return out
+
+
+CLAIMS = {
+    1: '**(1) Each sub-model improves top-1 over the baseline** (yes: the '
+    'mean over seeds is higher).',
+    2: '**(2) The main branch\'s training loss converges faster with '
+    'AugMask** (yes: the seed-mean main training loss is lower than the '
+    'baseline\'s at each of 25/50/75/100% of the epochs).',
+    3: '**(3) Masking 0.75 in the main recipe hurts, the same ratio in the '
+    'sub-model does not** (yes: masked training is below the baseline '
+    'mean and AugMask 0.75 is not).',
+}
+#: Short names of the claims, for the side-by-side table.
+CLAIM_ROWS = [
+    (1, 'augmask', '(1) AugMask improves top-1'),
+    (1, 'augdrop', '(1) AugDrop improves top-1'),
+    (1, 'augpath', '(1) AugPath improves top-1'),
+    (2, None, '(2) main training loss converges faster with AugMask'),
+    (3, None, '(3) masking 0.75 hurts in the recipe, not in the sub-model'),
+]
+
+
+def claims_text(results: List[dict], regime: Regime) -> str:
     not_run = ['- not run.']
-    return '\n'.join([
-        '**(1) Each sub-model improves top-1 over the baseline** (yes: the '
-        'mean over seeds is higher).', *(one or not_run), '',
-        '**(2) The main branch\'s training loss converges faster with '
-        'AugMask** (yes: the seed-mean main training loss is lower than the '
-        'baseline\'s at each of 25/50/75/100% of the epochs).',
-        *(two or not_run), '',
-        '**(3) Masking 0.75 in the main recipe hurts, the same ratio in the '
-        'sub-model does not** (yes: masked training is below the baseline '
-        'mean and AugMask 0.75 is not).', *(three or not_run)])
+    parts = []
+    for claim in regime.claims:
+        lines = [r['line'] for r in results if r['claim'] == claim]
+        parts += [CLAIMS[claim], *(lines or not_run), '']
+    return '\n'.join(parts[:-1])
 
 
-def variant_color(variant: str) -> str:
-    """One colour per variant, the same in every plot of the study."""
-    return f'C{list(VARIANTS).index(variant)}'
+def claims(by_arch, regime: Regime = REGIMES[DEFAULT_REGIME]) -> str:
+    """Each claim answered yes / no from the numbers; the criteria were set
+    before any run (see the README's Results)."""
+    return claims_text(claim_results(by_arch, regime), regime)
 
 
-def plot_top1(by_arch, out: str) -> str:
+def variant_color(variant: str,
+                  regime: Regime = REGIMES[DEFAULT_REGIME]) -> str:
+    """One colour per variant, the same in every plot of the regime."""
+    return f'C{list(regime.variants).index(variant)}'
+
+
+def plot_top1(by_arch, out: str,
+              regime: Regime = REGIMES[DEFAULT_REGIME]) -> str:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(by_arch), figsize=(6 * len(by_arch), 4),
                              squeeze=False)
     for ax, (arch, v) in zip(axes[0], by_arch.items()):
-        names = [n for n in VARIANTS if n in v]
+        names = [n for n in regime.variants if n in v]
         stats = [mean_std([r['top1'] for r in v[n]]) for n in names]
         means = [m for m, _ in stats]
         errs = [0 if math.isnan(s) else s for _, s in stats]
         ax.bar(range(len(names)), means, yerr=errs, capsize=4,
-               color=[variant_color(n) for n in names])
+               color=[variant_color(n, regime) for n in names])
         if 'baseline' in v:
             ax.axhline(means[0], color='k', linewidth=0.8, linestyle=':')
         ax.set_xticks(range(len(names)))
-        ax.set_xticklabels([VARIANTS[n][0].lstrip('+ ') for n in names],
-                           rotation=30, ha='right', fontsize=8)
+        ax.set_xticklabels(
+            [regime.variants[n][0].lstrip('+ ') + (
+                f' ({len(v[n])} seed)' if len(v[n]) == 1 else '')
+             for n in names], rotation=30, ha='right', fontsize=8)
         low = min(m - e for m, e in zip(means, errs))
         high = max(m + e for m, e in zip(means, errs))
         pad = max(0.5, (high - low) * 0.3)
         ax.set_ylim(low - pad, high + pad)
+        title = ARCHS[arch][0]
+        if regime.name != DEFAULT_REGIME:
+            title += f', {regime.name}'
         ax.set(ylabel='top-1 % on the 10k test set (mean ± std)',
-               title=ARCHS[arch][0])
+               title=title)
         ax.grid(axis='y', alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
@@ -420,26 +771,34 @@ def plot_top1(by_arch, out: str) -> str:
 
 
 def write_summary(records: List[dict], out: str, docs: Optional[str],
-                  command: str) -> str:
-    """Write summary.csv, summary.md and the plots; refresh the study block
-    of ``docs``. Returns the markdown."""
-    summary = summarize(records)
+                  command: str,
+                  regime: Regime = REGIMES[DEFAULT_REGIME]) -> str:
+    """Write summary.csv, summary.md and the plots; refresh the regime's
+    block of ``docs``. Returns the markdown."""
+    summary = summarize(records, regime)
     with open(osp.join(out, 'summary.csv'), 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=list(summary['csv'][0]))
         writer.writeheader()
         writer.writerows(summary['csv'])
     by_arch = group(records)
-    plots = [plot_top1(by_arch, osp.join(out, 'top1.png'))]
+    plots = [plot_top1(by_arch, osp.join(out, 'top1.png'), regime)]
+    where = 'Fashion-MNIST' if regime.name == DEFAULT_REGIME else \
+        f'Fashion-MNIST, {regime.title}'
     for arch, v in by_arch.items():
-        names = [n for n in VARIANTS if n in v]
+        # A sweep's ratios other than its choice have one seed: only the
+        # choice goes into the curves (all ratios are in top1.png).
+        chosen = sweep_choice(v, regime, arch)
+        names = [n for n in regime.variants if n in v and (
+            n not in regime.sweep_variants(arch) or n == chosen)]
         plots.append(plot_runs(
-            [(VARIANTS[n][0], mean_curves(v[n])) for n in names],
+            [(regime.variants[n][0], mean_curves(v[n])) for n in names],
             osp.join(out, f'loss_curves_{arch}.png'),
-            f'{ARCHS[arch][0]} on Fashion-MNIST (mean over seeds)',
-            log_loss=True, colors=[variant_color(n) for n in names]))
+            f'{ARCHS[arch][0]} on {where} (mean over seeds)',
+            log_loss=True, colors=[variant_color(n, regime) for n in names]))
     first = records[0]
     cpu_minutes = sum(r['cpu_time_s'] for r in records) / 60
-    settings = (f"{first['num_train']} training images, {first['epochs']} "
+    settings = (f"{first['num_train']} training images{regime.data}, "
+                f"{first['epochs']} "
                 f"epochs, top-1 on {first['num_test']} test images, seeds "
                 f"{sorted({r['seed'] for r in records})}; training took "
                 f"{cpu_minutes:.0f} CPU-minutes over {len(records)} runs "
@@ -452,62 +811,114 @@ def write_summary(records: List[dict], out: str, docs: Optional[str],
             for p in plots)
         return '\n\n'.join([
             f'Settings: {settings}. Command: `{command}`.', summary['table'],
+            *([summary['sweep']] if summary['sweep'] else []),
             summary['claims'], images]) + '\n'
 
     text = markdown('')
+    title = 'Fashion-MNIST study' if regime.name == DEFAULT_REGIME else \
+        f'Fashion-MNIST study, {regime.title}'
     with open(osp.join(out, 'summary.md'), 'w') as f:
-        f.write('# Fashion-MNIST study: summary\n\n' + text)
+        f.write(f'# {title}: summary\n\n' + text)
     if docs:
         # Image links relative to the markdown file that shows them.
         prefix = osp.relpath(out, osp.dirname(osp.abspath(docs))).replace(
             os.sep, '/') + '/'
-        update_docs(docs, markdown(prefix))
+        update_docs(docs, markdown(prefix), regime.docs)
     return text
 
 
-def update_docs(path: str, block: str) -> None:
-    """Replace the text between the study markers of ``path``."""
+def not_trained_text(regime: Regime, out: str, command: str) -> str:
+    runs = osp.relpath(osp.join(out, 'runs'), REPO).replace(os.sep, '/')
+    return (f'**Not trained yet**: no record in `{runs}`. `{command}` trains '
+            f'it ({regime.estimate}) and writes its settings, table, claims '
+            'and plots here.\n') if regime.estimate else \
+        f'**Not trained yet**: no record in `{runs}`. `{command}` trains it.\n'
+
+
+def both_text(results: Dict[str, Optional[List[dict]]]) -> str:
+    """The claims of every regime side by side: ``results`` maps a regime
+    name to its claim_results (None: not trained yet)."""
+    names = list(results)
+    lines = ['| claim | model | ' + ' | '.join(
+        REGIMES[n].title for n in names) + ' |',
+        '|---|---|' + '---|' * len(names)]
+    for claim, sub, label in CLAIM_ROWS:
+        for arch in ARCHS:
+            cells = []
+            for n in names:
+                regime = REGIMES[n]
+                if results[n] is None:
+                    cells.append('not trained yet')
+                    continue
+                if claim not in regime.claims:
+                    cells.append('not tested in this regime')
+                    continue
+                found = [r for r in results[n] if r['claim'] == claim
+                         and r['arch'] == arch and r['sub'] == sub]
+                cells.append(found[0]['short'] if found else 'not run')
+            if all(c == 'not run' for c in cells):
+                continue
+            lines.append(f'| {label} | {ARCHS[arch][0].split()[0]} | '
+                         + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def update_docs(path: str, block: str,
+                markers: Tuple[str, str] = (DOCS_BEGIN, DOCS_END),
+                required: bool = True) -> None:
+    """Replace the text between the ``markers`` of ``path``."""
+    begin, end = markers
     with open(path) as f:
         text = f.read()
-    pattern = re.compile(re.escape(DOCS_BEGIN) + '.*?' + re.escape(DOCS_END),
-                         re.S)
+    pattern = re.compile(re.escape(begin) + '.*?' + re.escape(end), re.S)
     if not pattern.search(text):
-        raise ValueError(f'{path} has no {DOCS_BEGIN} ... {DOCS_END} block '
+        if not required:
+            return
+        raise ValueError(f'{path} has no {begin} ... {end} block '
                          'to write the results into; add one, or pass '
                          '--docs "".')
-    with open(path, 'w') as f:
-        f.write(pattern.sub(
-            lambda _: f'{DOCS_BEGIN}\n{block}{DOCS_END}', text))
+    new = pattern.sub(lambda _: f'{begin}\n{block}{end}', text)
+    if new != text:
+        with open(path, 'w') as f:
+            f.write(new)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Train the Fashion-MNIST study (baseline vs AugMask, '
         'AugDrop, AugPath; masked training) and answer the paper\'s claims.')
+    parser.add_argument(
+        '--regime', choices=list(REGIMES),
+        help='overfit: 2k images, 60 epochs, flips (the default when '
+        'training); heavy: 20k images, 6 epochs, RandAugment, Mixup/CutMix, '
+        'soft targets, and an AugDrop ratio sweep. With --no-train and no '
+        '--regime: every regime')
     parser.add_argument('--smoke', action='store_true',
                         help=f'tiny version of the same study: '
                         f'{SMOKE}; writes under work_dirs/ unless --out')
     parser.add_argument('--archs', nargs='+', choices=list(ARCHS),
                         default=list(ARCHS))
-    parser.add_argument('--variants', nargs='+', choices=list(VARIANTS),
-                        default=list(VARIANTS))
+    parser.add_argument('--variants', nargs='+', choices=ALL_VARIANTS,
+                        help='default: every variant of the regime')
     parser.add_argument('--seeds', nargs='+', type=int,
                         help=f'default: {list(SEEDS)} ({list(SMOKE["seeds"])}'
                         ' with --smoke)')
     parser.add_argument('--out', help='results folder (default: '
                         'results/fashion_mnist; work_dirs/fashion_mnist_'
-                        'smoke/results with --smoke)')
+                        'smoke/results with --smoke); the heavy regime '
+                        'writes into its heavy/ folder')
     parser.add_argument('--work-dir', help='where the runs\' work dirs go '
-                        '(default: work_dirs/fashion_mnist_study[_smoke])')
+                        '(default: work_dirs/fashion_mnist_study[_smoke]; '
+                        'its heavy/ folder for the heavy regime)')
     parser.add_argument(
         '--data-root', default=os.environ.get(
             'FMNIST_ROOT', osp.join(REPO, 'data', 'fashion_mnist')),
         help='Fashion-MNIST folder (default: $FMNIST_ROOT, else '
         'data/fashion_mnist); made from Debian\'s dataset-fashion-mnist if '
         'missing')
-    parser.add_argument('--docs', help='markdown file whose study block '
-                        'gets the summary (default: README.md for the '
-                        'whole study in results/fashion_mnist, none for a '
+    parser.add_argument('--docs', help='markdown file whose study blocks '
+                        'get the summary (default: README.md for a whole '
+                        'regime in results/fashion_mnist, none for a '
                         'piece of it or --smoke; "" for none)')
     parser.add_argument('--jobs', type=int, default=os.cpu_count() or 1,
                         help='runs trained in parallel, each with '
@@ -521,52 +932,127 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def docs_target(args, seeds) -> Optional[str]:
-    """The markdown file whose study block gets the summary: ``--docs`` if
-    given, else README.md for the whole study in results/fashion_mnist.
-    The README shows the whole study: a piece of it (some models, variants
+def regime_variants(args, regime: Regime) -> List[str]:
+    if args.variants is None:
+        return list(regime.variants)
+    return [v for v in args.variants if v in regime.variants]
+
+
+def docs_target(args, seeds,
+                regime: Regime = REGIMES[DEFAULT_REGIME]) -> Optional[str]:
+    """The markdown file whose study blocks get the summary: ``--docs`` if
+    given, else README.md for a whole regime in results/fashion_mnist.
+    The README shows whole regimes: a piece of one (some models, variants
     or seeds), the smoke version or another results folder leave it alone.
     """
     if args.docs is not None:
         return args.docs or None
     whole = (not args.smoke and args.out is None
              and set(args.archs) == set(ARCHS)
-             and set(args.variants) == set(VARIANTS)
+             and set(regime_variants(args, regime)) == set(regime.variants)
              and set(seeds) == set(SEEDS))
     return osp.join(REPO, 'README.md') if whole else None
 
 
+def regime_command(given: List[str], regime: Regime, jobs: int,
+                   complete: bool) -> str:
+    """The command shown with a regime's summary: the one that trains it
+    (without --no-train) when nothing was left out, else the one given;
+    always naming the regime when it is not the default, and --jobs."""
+    args, skip = [], 0
+    for i, a in enumerate(given):
+        if skip:
+            skip -= 1
+            continue
+        if a == '--regime':
+            skip = 1
+            continue
+        if a.startswith('--regime=') or (complete and a == '--no-train'):
+            continue
+        args.append(a)
+    if regime.name != DEFAULT_REGIME:
+        args = ['--regime', regime.name] + args
+    if not any(a == '--jobs' or a.startswith('--jobs=') for a in args):
+        args += ['--jobs', str(jobs)]
+    return shlex.join(['python', 'tools/study/run_study.py', *args])
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.regime:
+        names = [args.regime]
+    else:
+        names = list(REGIMES) if args.no_train else [DEFAULT_REGIME]
     suffix = '_smoke' if args.smoke else ''
-    out = args.out or osp.join(
+    out_root = args.out or osp.join(
         REPO, *(('work_dirs', 'fashion_mnist_smoke', 'results')
                 if args.smoke else ('results', 'fashion_mnist')))
     work_root = args.work_dir or osp.join(REPO, 'work_dirs',
                                           'fashion_mnist_study' + suffix)
     seeds = args.seeds or (SMOKE['seeds'] if args.smoke else SEEDS)
-    docs = docs_target(args, seeds)
+    given = list(sys.argv[1:] if argv is None else argv)
 
     from augsub_mm.utils import prepare_fashion_mnist
     prepare_fashion_mnist(args.data_root)
 
-    records = run_all(args.archs, args.variants, seeds, args.jobs,
-                      train=not args.no_train, out=out,
-                      work_root=work_root, data_root=args.data_root,
-                      smoke=args.smoke, verbose=args.verbose)
-    if not records:
-        raise SystemExit(f'No run of this grid has a record in {out}/runs: '
+    def collect(regime: Regime, train: bool, quiet: bool = False):
+        out = osp.join(out_root, regime.subdir)
+        return out, run_all(
+            args.archs, regime_variants(args, regime), seeds, args.jobs,
+            train=train, regime=regime, out=out,
+            work_root=osp.join(work_root, regime.subdir),
+            data_root=args.data_root, smoke=args.smoke,
+            verbose=args.verbose, quiet=quiet)
+
+    summarized, docs_files = {}, set()
+    for name in names:
+        regime = REGIMES[name]
+        if not regime_variants(args, regime):
+            continue
+        docs = docs_target(args, seeds, regime)
+        out, records = collect(regime, not args.no_train)
+        grid = plan(regime, args.archs, regime_variants(args, regime),
+                    seeds, {(r['arch'], r['variant'], r['seed']): r
+                            for r in records})
+        complete = len(records) == len(grid) and (
+            not regime.sweep or all(
+                sweep_choice(group(records).get(a, {}), regime, a)
+                for a in args.archs if regime.sweep_variants(a)
+                and set(regime.sweep_variants(a)) <= set(
+                    regime_variants(args, regime))))
+        command = regime_command(given, regime, args.jobs, complete)
+        if not records:
+            # Nothing to summarize: say so, and where the docs show it.
+            train_cmd = regime_command(given, regime, args.jobs, True)
+            print(f'{name} regime: not trained yet (no record in '
+                  f'{out}/runs); `{train_cmd}` trains it.', flush=True)
+            if docs:
+                update_docs(docs, not_trained_text(regime, out, train_cmd),
+                            regime.docs)
+                docs_files.add(docs)
+            continue
+        text = write_summary(records, out, docs, command, regime)
+        if docs:
+            docs_files.add(docs)
+        summarized[name] = records
+        print(text)
+        print(f'Results in {out}')
+    if not summarized and not docs_files:
+        raise SystemExit(f'No run of this grid has a record in {out_root}: '
                          'nothing to summarize (drop --no-train to train).')
-    given = list(sys.argv[1:] if argv is None else argv)
-    grid = [1 for a in args.archs for v in args.variants for _ in seeds
-            if osp.isfile(config_path(a, v))]
-    if len(records) == len(grid):
-        # Nothing was left out: the same command without --no-train
-        # reproduces the summary (it trains what has no record).
-        given = [a for a in given if a != '--no-train']
-    command = shlex.join(['python', 'tools/study/run_study.py', *given])
-    print(write_summary(records, out, docs, command))
-    print(f'Results in {out}')
+    # The regimes side by side, in each docs file that has the block: from
+    # the records of every regime in the same results folder.
+    for docs in sorted(docs_files):
+        results = {}
+        for name, regime in REGIMES.items():
+            if name in summarized:
+                records = summarized[name]
+            else:
+                records = collect(regime, False, quiet=True)[1]
+            results[name] = claim_results(group(records), regime) \
+                if records else None
+        update_docs(docs, both_text(results), (BOTH_BEGIN, BOTH_END),
+                    required=False)
 
 
 if __name__ == '__main__':
