@@ -134,6 +134,14 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
     if args.amp:
+        strategy = cfg.get('strategy') or {}
+        if 'DeepSpeed' in str(strategy.get('type', '')):
+            raise ValueError(
+                '--amp sets AmpOptimWrapper, which DeepSpeed does not use: '
+                'it runs mixed precision itself. Set strategy.fp16 = '
+                'dict(enabled=True) or strategy.bf16 = dict(enabled=True) '
+                "in the config (the model zoo's DeepSpeed configs enable "
+                'fp16) and drop --amp.')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.resume == 'auto':

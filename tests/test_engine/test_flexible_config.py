@@ -72,3 +72,21 @@ def test_fsdp_strategy_refuses_sharded_checkpoints():
     with pytest.raises(ValueError, match="state_dict_cfg='local'"):
         AugSubFSDPStrategy(state_dict_cfg='local')
     assert AugSubFSDPStrategy()._is_full_state_dict()
+
+
+def test_train_tool_refuses_amp_flag_for_deepspeed(monkeypatch):
+    import importlib.util
+    import os.path as osp
+
+    from conftest import REPO
+    monkeypatch.syspath_prepend(osp.join(REPO, 'tools'))  # as a script
+    spec = importlib.util.spec_from_file_location(
+        'augsub_train_tool', osp.join(REPO, 'tools', 'train.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    args = tool.parse_args(['cfg.py'])
+    args.amp = True  # parse_args refuses --amp without CUDA
+    cfg = flexible_cfg(strategy=dict(type='DeepSpeedStrategy'),
+                       work_dir='unused')
+    with pytest.raises(ValueError, match='DeepSpeed does not use'):
+        tool.merge_args(cfg, args)
