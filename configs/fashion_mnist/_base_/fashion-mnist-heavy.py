@@ -9,29 +9,33 @@
 _base_ = ['./fashion-mnist-study.py']
 
 # NOTE: the first 20000 of the 60k training images (10x the over-fitting
-# regime), 6 epochs (1878 iterations of 64): sized so that the whole regime
-# (23 runs: ViT baseline / AugMask / AugPath x 3 seeds, AugDrop 0.1 / 0.2 /
-# 0.3 at seed 0 plus the chosen ratio at seeds 1, 2; ResNet baseline /
-# AugMask / AugPath x 3 seeds) trains in under 2 hours with
-# `run_study.py --regime heavy --jobs 2` on 2 free cores. Measured
-# 2026-11-30 with tools/study/time_iters.py (100 iterations after 10 of
-# warm-up, batch 64, one torch thread) while other jobs loaded the 2 cores
-# (load average 5-6), CPU-seconds per iteration:
-#   ViT    baseline 0.206, AugMask 0.303, AugPath 0.329, AugDrop 0.455
+# regime), 8 epochs (2504 iterations of 64), validated after every epoch:
+# sized so that the whole regime (23 runs: ViT baseline / AugMask / AugPath
+# x 3 seeds, AugDrop 0.1 / 0.2 / 0.3 at seed 0 and the chosen ratio at seeds
+# 1, 2; ResNet baseline / AugMask / AugPath x 3 seeds) trains in under 2
+# hours with `run_study.py --regime heavy --jobs 2` on 2 free cores.
+# Measured 2026-11-30 with tools/study/time_iters.py (batch 64, one torch
+# thread, after 10 warm-up iterations) while other jobs loaded the 2 cores
+# (load average 5-6), CPU-seconds per iteration, 100 iterations each:
+#   ViT    baseline 0.206, AugMask 0.303, AugPath 0.329, AugDrop 0.2 0.455
 #   ResNet baseline 0.345, AugMask 0.607, AugPath 0.577
-#   (validation: 0.9-2.2 CPU-s per 1000 test images)
-# and, in the same session, the over-fitting regime's ViT baseline at
-# 0.183, which its records put at 0.096 on free cores: the load inflated
-# CPU time by about 1.9x, so free-core costs are about 0.525x the above.
-# Estimate: 1878 iterations x (sum over the 23 runs of 0.525 x the above =
-# 4.92 CPU-s) = 9230 CPU-s of training, plus validation after every epoch,
-# start-up and the sweep's held-out scoring (about 1200 CPU-s): about 175
-# CPU-minutes, about 97 minutes with --jobs 2 on 2 free cores (about 3
-# hours on cores as loaded as during the measurement). The over-fitting
-# regime's 2k images / 60 epochs is 1920 iterations: the same budget of
-# steps, spent on 10x the data under heavy augmentation.
+# and, back to back (60 iterations each), this regime's baseline against
+# the over-fitting regime's: ViT 0.214 vs 0.204, ResNet 0.311 vs 0.334.
+# So an iteration costs what it costs in the over-fitting regime
+# (RandAugment and Mixup/CutMix add little at 28 px), whose runs were
+# measured in full on this machine (results/fashion_mnist/runs: 1920
+# iterations + 6 validations, CPU-s per run: ViT 209 / 337 / 307 / 484
+# (baseline / AugMask / AugPath / AugDrop), ResNet 234 / 409 / 386), i.e.
+# about 0.095 / 0.161 / 0.146 / 0.238 and 0.092 / 0.184 / 0.172 CPU-s per
+# training iteration on free cores (the load above inflates CPU time
+# about 2x). Estimate: 2504 iterations x 3.74 CPU-s (one iteration of
+# each of the 23 runs) x 1.05 (augmentation) = 9830 CPU-s, plus 8
+# validations per run (1190), start-up (350) and the sweep's held-out
+# scoring (30): about 190 CPU-minutes, about 95 minutes with --jobs 2 on 2
+# free cores, about 105 with the runs' start-up and the last run alone
+# (the over-fitting regime: 166 CPU-minutes took about 90 minutes).
 num_train = 20000
-max_epochs = 6
+max_epochs = 8
 
 # RandAugment as in the paper's fine-tuning and RSB recipes (2 ops, m9,
 # mstd 0.5, timm's increasing policies) without the four ops that need a
