@@ -373,9 +373,9 @@ def choose(regime: Regime, arch: str, records: dict,
 
 def plan(regime: Regime, archs, variants, seeds, records: dict) -> list:
     """The runs of the grid, given the records so far: every (arch, variant,
-    seed) with a config; a sweep's ratios at the first seed only, and its
-    choice (once made) at every seed."""
-    keys = []
+    seed) with a config; a sweep's ratios at the smallest seed only, and
+    its choice (once made) at every seed."""
+    keys, first = [], min(seeds)
     for a in archs:
         sweep = regime.sweep_variants(a)
         for v in variants:
@@ -383,10 +383,10 @@ def plan(regime: Regime, archs, variants, seeds, records: dict) -> list:
                 continue
             if v in sweep:
                 if set(sweep) <= set(variants) and \
-                        choose(regime, a, records, seeds[0]) == v:
+                        choose(regime, a, records, first) == v:
                     keys += [(a, v, s) for s in seeds]
                 else:
-                    keys.append((a, v, seeds[0]))
+                    keys.append((a, v, first))
             else:
                 keys += [(a, v, s) for s in seeds]
     return keys
@@ -468,16 +468,11 @@ def run_all(archs, variants, seeds, jobs: int, train: bool = True,
                           f'{elapsed / 60:.0f} min so far, ~'
                           f'{elapsed / done * (total - done) / 60:.0f} min '
                           'left', flush=True)
-                new = [k for k in plan(regime, archs, variants, seeds,
-                                       records)
-                       if k not in records and k not in futures.values()]
-                if new:
-                    new = [k for k in new if k not in missing] + \
-                        [k for k in new if k in missing]
-                    missing.difference_update(new)
-                    fresh = look_up(new)
-                    total += len(fresh)
-                    submit(fresh)
+                # A sweep's choice, once made, adds runs.
+                fresh = look_up(plan(regime, archs, variants, seeds,
+                                     records))
+                total += len(fresh)
+                submit(fresh)
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
