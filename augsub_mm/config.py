@@ -296,7 +296,8 @@ def augsub_strategy(strategy: Optional[dict], launcher: str = 'none'
 
 
 def _prepare_flexible_runner(cfg: Config) -> None:
-    strategy = augsub_strategy(cfg.get('strategy'), cfg.get('launcher', 'none'))
+    strategy = augsub_strategy(cfg.get('strategy'),
+                               cfg.get('launcher', 'none'))
     # FlexibleRunner reads neither model_wrapper_cfg (which the four config
     # lines set) nor the top-level find_unused_parameters: DDP options given
     # there move into the DDP strategy's wrapper.

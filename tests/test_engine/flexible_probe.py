@@ -54,7 +54,8 @@ class FlexibleProbeHook(Hook):
                     if any(p is first for p in g['params'])]
         strategy = getattr(runner, 'strategy', None)
         torch.save(
-            dict(params=params, start=self.start, wrapper=type(wrapper).__name__,
+            dict(params=params, start=self.start,
+                 wrapper=type(wrapper).__name__,
                  strategy=type(strategy).__name__ if strategy else None,
                  iter=runner.iter, token_decay=token_decay,
                  backbone_lr_scale=lr_scale),

@@ -8,8 +8,9 @@ and of the plain model, with communication hooks:
 - DDP: a comm hook around ``allreduce_hook`` counts the gradient buckets
   all-reduced (one bucket = its bytes);
 - FSDP: a comm hook around ``reduce_scatter_hook`` counts the unsharded
-  gradients reduce-scattered, and a counter around
-  the all-gather functions FSDP calls the parameters it all-gathers (forward, and backward for units resharded after forward).
+  gradients reduce-scattered, and counters around the all-gather functions
+  FSDP calls the parameters it all-gathers (forward, and backward for the
+  units resharded after forward).
 
 Cases: the baseline (mmengine's wrapper, ``ImageClassifier``); AugSub's step
 (our wrapper); the two-backward step of the authors' code (both backward
@@ -29,7 +30,6 @@ import json
 import os
 import socket
 from contextlib import nullcontext
-from functools import partial
 
 import torch
 import torch.distributed as dist
@@ -38,6 +38,7 @@ import torch.multiprocessing as mp
 CASES = ('ddp_baseline', 'ddp_augsub', 'ddp_two_backward', 'fsdp_baseline',
          'fsdp_augsub', 'fsdp_augsub_no_sync_main')
 WORLD = 2
+COLLECTIVES = ('all_reduce', 'reduce_scatter', 'all_gather')
 
 
 def parse_args(argv=None):
@@ -218,9 +219,10 @@ def table(results: list) -> str:
              '| total / baseline | gradient MB held between passes |',
              '|---|---|---|---|---|---|']
     for r in results:
-        total = r['all_reduce'] + r['reduce_scatter'] + r['all_gather']
+        total = sum(r[k] for k in COLLECTIVES)
         ref = base.get(r['case'].split('_')[0])
-        ratio = '' if ref is None else f"{total / (ref['all_reduce'] + ref['reduce_scatter'] + ref['all_gather']):.2f}"
+        ratio = '' if ref is None else \
+            f"{total / sum(ref[k] for k in COLLECTIVES):.2f}"
         held = mb(r['grad_bytes_held']) if 'grad_bytes_held' in r else ''
         lines.append(f"| {r['case']} | {mb(r['all_reduce'])} | "
                      f"{mb(r['reduce_scatter'])} | {mb(r['all_gather'])} | "

@@ -67,10 +67,10 @@ class AugSubDeepSpeedEngineWrapper(MMDeepSpeedEngineWrapper):
 
     From `Augmenting Sub-model to Improve Main Model
     <https://arxiv.org/abs/2306.11339>`_. Both passes run through the engine,
-    each as a micro-step of its own (see :class:`DeepSpeedStepOptimWrapper`),
-    so the engine reduces each pass's gradient (its ``no_sync`` is refused
-    under ZeRO-2/3) and updates once per iteration. Inputs listed in ``inputs_to_half`` are cast
-    to the engine's dtype, as mmengine's wrapper does. Built by
+    each as a micro-step of its own (see :class:`DeepSpeedStepOptimWrapper`;
+    the engine's ``no_sync``, refused under ZeRO-2/3, is not used), and the
+    engine updates once per iteration. Inputs listed in ``inputs_to_half``
+    are cast to the engine's dtype, as mmengine's wrapper does. Built by
     :class:`AugSubDeepSpeedStrategy`.
 
     Args:
