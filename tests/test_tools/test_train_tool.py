@@ -164,12 +164,16 @@ def test_prepare_refuses_another_wrapper(wrapper):
         prepare_augsub_config(augsub_cfg(model_wrapper_cfg=wrapper))
 
 
-def test_prepare_refuses_flexible_runner():
+def test_prepare_puts_the_augsub_strategy_in_a_flexible_runner_config():
+    # FlexibleRunner reads the wrapper from `strategy`, never from
+    # model_wrapper_cfg (tests/test_engine/test_flexible_runner.py trains).
     cfg = enable_augsub(Config.fromfile(resolve_config(MAE_DS)),
                         dict(type='AugMask', ratio=0.5))
     assert cfg.runner_type == 'FlexibleRunner'
-    with pytest.raises(ValueError, match='default Runner with DDP.*Flexible'):
-        prepare_augsub_config(cfg)
+    prepare_augsub_config(cfg)
+    assert cfg.strategy.type == 'AugSubDeepSpeedStrategy'
+    assert cfg.strategy.zero_optimization.stage == 1  # the recipe's
+    assert 'model_wrapper_cfg' not in cfg
 
 
 def test_setup_cpu_dist_does_nothing_without_launcher():
