@@ -92,7 +92,8 @@ setup(
     py_modules=['augsub_mm_hook'],
     include_package_data=True,
     cmdclass=dict(build_py=BuildPyWithPth),
-    python_requires='>=3.8',
+    # Measured on 3.10-3.13 with both stacks (README, Python versions).
+    python_requires='>=3.10',
     install_requires=requirements('requirements/runtime.txt'),
     extras_require=dict(
         # One of the two OpenMMLab stacks (same import names; pip
@@ -104,6 +105,10 @@ setup(
     classifiers=[
         'License :: OSI Approved :: Apache Software License',
         'Programming Language :: Python :: 3',
+    'Programming Language :: Python :: 3.10',
+    'Programming Language :: Python :: 3.11',
+    'Programming Language :: Python :: 3.12',
+    'Programming Language :: Python :: 3.13',
         'Topic :: Scientific/Engineering :: Artificial Intelligence',
     ],
     zip_safe=False)
