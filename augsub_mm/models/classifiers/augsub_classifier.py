@@ -16,7 +16,10 @@ STEP_MODES = ('two_pass', 'joint')
 SUB_MODELS = ('AugMask', 'AugDrop', 'AugPath')
 
 WRAPPER_HINT = ("model_wrapper_cfg = dict(type='AugSubDistributedDataParallel')"
-                ' (and custom_imports = dict(imports=[\'augsub_mm\']))')
+                ' (and custom_imports = dict(imports=[\'augsub_mm\'])); '
+                "under FlexibleRunner, strategy = dict(type='AugSubDDPStrategy')"
+                ' (AugSubFSDPStrategy, AugSubDeepSpeedStrategy, '
+                'AugSubSingleDeviceStrategy for those engines)')
 # Heads whose loss() is "score = self(feats); self._get_loss(score, ...)":
 # the main branch computes the score once and reuses it as the teacher.
 STANDARD_HEAD_LOSSES = (ClsHead.loss, MultiLabelClsHead.loss)
