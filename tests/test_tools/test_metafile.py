@@ -65,6 +65,14 @@ def test_generator_reads_configs_and_study_results(tmp_path):
     for seed, top1 in enumerate((80.0, 82.0)):
         (runs / f'vit_baseline_seed{seed}.json').write_text(
             json.dumps(dict(config=rel, top1=top1)))
+    # A second regime's records live in a folder of their own.
+    heavy = tmp_path / 'results' / 'heavy' / 'runs'
+    heavy.mkdir(parents=True)
+    rel_augmask = osp.relpath(
+        str(configs / 'toy' / 'vit-tiny-p4_1xb64-augmask_fashion-mnist-2k.py'),
+        gen_metafile.REPO)
+    (heavy / 'vit_augmask_seed0.json').write_text(
+        json.dumps(dict(config=rel_augmask, top1=84.0)))
 
     meta = gen_metafile.generate(str(configs), str(tmp_path / 'results'))
     models = {m['Name']: m for m in meta['Models']}
@@ -88,7 +96,11 @@ def test_generator_reads_configs_and_study_results(tmp_path):
                  'Top 1 Accuracy Std': 1.41})]
     augmask = models['vit-tiny-p4_1xb64-augmask_fashion-mnist-2k']
     assert augmask['Metadata']['Sub-model'] == 'AugMask 0.5'
-    assert 'Results' not in augmask
+    # One seed: no std.
+    assert augmask['Results'] == [dict(
+        Dataset='Fashion-MNIST', Task='Image Classification',
+        Metrics={'Top 1 Accuracy': 84.0, 'Seeds': 1})]
     masked = models['vit-tiny-p4_1xb64-masked-r0.75_fashion-mnist-2k']
+    assert 'Results' not in masked
     assert masked['Metadata']['Sub-model'].startswith(
         'none (masked training, AugMask 0.75')

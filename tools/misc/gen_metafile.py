@@ -4,7 +4,9 @@ Scans ``configs/`` (all but ``_base_`` folders and ``configs/demo``) and
 writes one model entry per config: training data, epochs, total batch
 size, backbone and sub-model, read from the config itself. Results are
 only those measured here: the Fashion-MNIST study's per-run records in
-``results/fashion_mnist/runs`` (mean and std over seeds). The ImageNet
+``results/fashion_mnist/runs`` and, for the heavy-augmentation regime,
+``results/fashion_mnist/heavy/runs`` (mean and std over seeds; a ratio of
+the AugDrop sweep that was not chosen has one seed). The ImageNet
 configs have no results of ours; tools/analysis_tools/zoo_compare.py shows
 the paper's and the model zoo's numbers next to a run.
 
@@ -60,9 +62,13 @@ def sub_model(model: dict) -> str:
 
 
 def study_results(results_root: str) -> Dict[str, dict]:
-    """Mean/std top-1 over seeds of the study's runs, by config path."""
+    """Mean/std top-1 over seeds of the study's runs, by config path: the
+    records in ``results_root/runs`` and in each regime's folder below it
+    (``results_root/<regime>/runs``)."""
     by_config = {}
-    for path in glob.glob(osp.join(results_root, 'runs', '*.json')):
+    paths = sorted(glob.glob(osp.join(results_root, 'runs', '*.json')) +
+                   glob.glob(osp.join(results_root, '*', 'runs', '*.json')))
+    for path in paths:
         with open(path) as f:
             record = json.load(f)
         by_config.setdefault(record['config'], []).append(record['top1'])
