@@ -11,8 +11,11 @@ import glob
 import json
 import os.path as osp
 import re
+import signal
 import subprocess
 import sys
+
+import pytest
 
 from conftest import REPO
 
@@ -241,3 +244,29 @@ def test_smoke_study_heavy(tmp_path):
     block = text[text.index('study:begin'):text.index('study:end')]
     assert '**Not trained yet**' in block
     assert '`python tools/study/run_study.py --smoke' in block
+
+
+def test_stopping_the_driver_stops_its_runs():
+    """A driver stopped by an error, Ctrl-C or ``kill`` (SIGTERM, turned
+    into SystemExit) stops the runs in its workers too, instead of leaving
+    them training as orphans."""
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+    sys.path.insert(0, osp.join(REPO, 'tools', 'study'))
+    import run_study
+    pool = ProcessPoolExecutor(2, mp_context=get_context('spawn'))
+    futures = [pool.submit(time.sleep, 120) for _ in range(3)]
+    deadline = time.time() + 60
+    while len(pool._processes) < 2 or not any(f.running() for f in futures):
+        assert time.time() < deadline, 'the workers did not start'
+        time.sleep(0.1)
+    processes = list(pool._processes.values())
+    start = time.time()
+    run_study.stop_workers(pool)
+    assert all(not p.is_alive() for p in processes)
+    assert time.time() - start < 30
+    assert futures[-1].cancelled()  # queued: never started
+    with pytest.raises(SystemExit) as exc:
+        run_study._exit_on_sigterm(signal.SIGTERM, None)
+    assert exc.value.code == 128 + signal.SIGTERM
