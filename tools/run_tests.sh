@@ -8,4 +8,4 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 source "$REPO/tools/setup_env.sh"
 cd "$REPO"
-exec "$PY" -m pytest -q -p no:cacheprovider "$@"
+exec "$PY" -m pytest -q -p no:cacheprovider --durations=15 "$@"
