@@ -270,3 +270,35 @@ def test_stopping_the_driver_stops_its_runs():
     with pytest.raises(SystemExit) as exc:
         run_study._exit_on_sigterm(signal.SIGTERM, None)
     assert exc.value.code == 128 + signal.SIGTERM
+
+
+def test_committed_records_rebuild_the_readme_blocks(tmp_path):
+    """The README's study blocks (both regimes and the side-by-side table)
+    and the summaries in results/ are what ``--no-train`` makes from the
+    committed per-run records: nothing in them is typed by hand."""
+    import shutil
+    results = osp.join(REPO, 'results', 'fashion_mnist')
+    out = str(tmp_path / 'results' / 'fashion_mnist')
+    shutil.copytree(results, out, ignore=shutil.ignore_patterns('*.png'))
+    docs = str(tmp_path / 'README.md')
+    shutil.copy(osp.join(REPO, 'README.md'), docs)
+    proc = subprocess.run(
+        [sys.executable, 'tools/study/run_study.py', '--no-train', '--out',
+         out, '--docs', docs, '--jobs', '2'],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert 'left out' not in proc.stdout, proc.stdout[-3000:]
+    with open(docs) as f:
+        rebuilt = f.read().replace(f' --out {out} --docs {docs}', '')
+    with open(osp.join(REPO, 'README.md')) as f:
+        committed = f.read()
+    assert rebuilt == committed
+    for regime in ('', 'heavy'):
+        for name in ('summary.csv', 'top1.png'):
+            rebuilt_file = osp.join(out, regime, name)
+            assert osp.isfile(rebuilt_file), rebuilt_file
+        with open(osp.join(out, regime, 'summary.csv')) as f:
+            rebuilt_csv = f.read()
+        with open(osp.join(results, regime, 'summary.csv')) as f:
+            assert rebuilt_csv == f.read()
