@@ -101,6 +101,8 @@ setup(
         # maintained onedl fork. Without an extra, bring your own.
         openmmlab=requirements('requirements/openmmlab.txt'),
         onedl=requirements('requirements/onedl.txt'),
+        # AugSubDeepSpeedStrategy's engine (FlexibleRunner + DeepSpeed).
+        deepspeed=requirements('requirements/deepspeed.txt'),
         tests=requirements('requirements/tests.txt')),
     classifiers=[
         'License :: OSI Approved :: Apache Software License',

@@ -8,6 +8,8 @@
 #   AUGSUB_STACK=onedl: the maintained fork, onedl-mmengine 0.10.12,
 #       onedl-mmcv 2.3.6, onedl-mmpretrain 1.3.6 (requirements/local-onedl.txt)
 #       in .venv-onedl.
+#   AUGSUB_DEEPSPEED=1 also installs DeepSpeed (requirements/deepspeed.txt),
+#       so that its tests run instead of being skipped.
 #   AUGSUB_VENV=DIR picks another environment, PYTHON=python3.X the
 #   interpreter that creates it.
 set -euo pipefail
@@ -34,11 +36,15 @@ if [ ! -x "$PY" ]; then
     "${PYTHON:-python3}" -m venv "$VENV"
 fi
 _stamp="$VENV/.augsub_installed"
-_want=$(cat "$REPO/$_req" "$REPO"/requirements/*.txt "$REPO/setup.py" \
-        | sha256sum | cut -d' ' -f1)
+AUGSUB_DEEPSPEED=${AUGSUB_DEEPSPEED:-0}
+_reqs=(-r "$REPO/$_req")
+[ "$AUGSUB_DEEPSPEED" = 1 ] && _reqs+=(-r "$REPO/requirements/deepspeed.txt")
+_want=$( (cat "$REPO/$_req" "$REPO"/requirements/*.txt "$REPO/setup.py";
+          echo "deepspeed=$AUGSUB_DEEPSPEED") | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$_stamp" 2>/dev/null || true)" != "$_want" ]; then
     echo "Installing the $AUGSUB_STACK stack ($_req) and augsub_mm into $VENV (once) ..."
-    _pip_quiet install -q -r "$REPO/$_req"
+    # One resolution: DeepSpeed, when asked for, within the stack's pins.
+    _pip_quiet install -q "${_reqs[@]}"
     # No extra: the stack above is the one installed, whichever it is.
     _pip_quiet install -q -e "$REPO"
     echo "$_want" > "$_stamp"
