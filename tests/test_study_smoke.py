@@ -9,6 +9,7 @@ About 3 minutes on 2 free cores (longer on a loaded machine)."""
 import csv
 import glob
 import json
+import os
 import os.path as osp
 import re
 import signal
@@ -256,7 +257,8 @@ def test_stopping_the_driver_stops_its_runs():
     sys.path.insert(0, osp.join(REPO, 'tools', 'study'))
     import run_study
     pool = ProcessPoolExecutor(2, mp_context=get_context('spawn'))
-    futures = [pool.submit(time.sleep, 120) for _ in range(3)]
+    # 2 running, 1 in the pool's call queue, the rest waiting.
+    futures = [pool.submit(time.sleep, 120) for _ in range(6)]
     deadline = time.time() + 60
     while len(pool._processes) < 2 or not any(f.running() for f in futures):
         assert time.time() < deadline, 'the workers did not start'
@@ -266,7 +268,7 @@ def test_stopping_the_driver_stops_its_runs():
     run_study.stop_workers(pool)
     assert all(not p.is_alive() for p in processes)
     assert time.time() - start < 30
-    assert futures[-1].cancelled()  # queued: never started
+    assert futures[-1].cancelled()  # waiting: never started
     with pytest.raises(SystemExit) as exc:
         run_study._exit_on_sigterm(signal.SIGTERM, None)
     assert exc.value.code == 128 + signal.SIGTERM
@@ -302,3 +304,30 @@ def test_committed_records_rebuild_the_readme_blocks(tmp_path):
             rebuilt_csv = f.read()
         with open(osp.join(results, regime, 'summary.csv')) as f:
             assert rebuilt_csv == f.read()
+
+
+def test_aug_pilot_sets_the_strength_and_trains(tmp_path):
+    """tools/study/aug_pilot.py (the pilot behind the heavy regime's
+    RandAugment magnitude): the magnitude given, or no RandAugment, and the
+    rest of the config's pipeline kept; a tiny run reports one top-1 per
+    epoch."""
+    sys.path.insert(0, osp.join(REPO, 'tools', 'study'))
+    import aug_pilot
+    data_root = os.environ.get('FMNIST_ROOT',
+                               osp.join(REPO, 'data', 'fashion_mnist'))
+
+    def steps(magnitude):
+        cfg = aug_pilot.pilot_cfg(aug_pilot.DEFAULT, magnitude, 2, 20000,
+                                  10000, data_root)
+        assert cfg.train_dataloader.dataset.indices == 20000
+        assert [s['type'] for s in cfg.param_scheduler] == [
+            'LinearLR', 'CosineAnnealingLR']
+        return {s['type']: s for s in cfg.train_dataloader.dataset.pipeline}
+
+    assert steps(9)['RandAugment']['magnitude_level'] == 9
+    assert steps(5)['RandAugment']['magnitude_level'] == 5
+    assert sorted(steps(None)) == ['PackInputs', 'RandomFlip']
+    top1 = aug_pilot.main(['--no-randaugment', '--epochs', '1',
+                           '--num-train', '128', '--num-test', '100',
+                           '--data-root', data_root])
+    assert len(top1) == 1 and 0 <= top1[0] <= 100

@@ -27,7 +27,7 @@ changes are not detected: delete the records to retrain after one).
 Examples::
 
     python tools/study/run_study.py --jobs 2   # the over-fitting regime
-    python tools/study/run_study.py --regime heavy --jobs 2  # ~75 min
+    python tools/study/run_study.py --regime heavy --jobs 2  # ~70 min
     python tools/study/run_study.py --smoke    # plumbing check (~2 min)
     python tools/study/run_study.py --archs vit --variants baseline augmask
     python tools/study/run_study.py --no-train # both regimes' summaries
@@ -176,9 +176,8 @@ REGIMES = {
                    variants=('augdrop-r0.1', 'augdrop-r0.2', 'augdrop-r0.3'),
                    heldout=(50000, 10000), smoke_heldout=(59500, 500)),
         claims=(1, 2),
-        estimate='23 runs, about 75 minutes with `--jobs 2` on 2 free '
-        'cores, '
-        'estimated from measured per-iteration times: see the note in '
+        estimate='23 runs, 69 minutes measured with `--jobs 2` on 2 free '
+        'cores (2026-11-30); see the note in '
         '`configs/fashion_mnist/_base_/fashion-mnist-heavy.py`'),
 }
 DEFAULT_REGIME = 'overfit'
@@ -356,9 +355,14 @@ def stop_workers(pool: ProcessPoolExecutor) -> None:
     alone they would train on as orphans). A stopped run has no record and
     is trained again, from the start, by the next call."""
     processes = list((getattr(pool, '_processes', None) or {}).values())
+    manager = getattr(pool, '_executor_manager_thread', None)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.terminate()
+    # The pool's own thread reaps the stopped workers and then ends: wait
+    # for it before joining them (joining first races with its reaping).
+    if manager is not None:
+        manager.join(timeout=30)
     for process in processes:
         process.join(timeout=30)
 
