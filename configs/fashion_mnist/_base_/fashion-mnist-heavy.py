@@ -26,11 +26,15 @@ _base_ = ['./fashion-mnist-study.py']
 # regime's runs on 2026-11-28; the first sizing of this regime, 20k images
 # x 8 epochs, was estimated from those and would have taken about 3 hours.)
 #
-# Augmentation strength, measured (ViT baseline, 20k images, 2 epochs,
-# top-1 on the 10k test images after epoch 1 / 2): RandAugment m9 on the
-# ops below 29.2 after epoch 1 (training loss 2.1, near chance's 2.3); m5:
-# 40.0 / 61.4; the geometric and brightness/sharpness ops only, m9: 40.5 /
-# 61.8; no RandAugment 50.7 / 70.7 (all with Mixup/CutMix). At m9 the
+# Measured after training: 69 minutes, 131 CPU-minutes (README, Results).
+#
+# Augmentation strength, measured with tools/study/aug_pilot.py (ViT
+# baseline, 20k images, 2 epochs, top-1 on the 10k test images after epoch
+# 1 / 2; its docstring has the commands): RandAugment m9 on the ops below
+# 29.2 after epoch 1 (training loss 2.1, near chance's 2.3; the second
+# epoch was not reached in that run); m5: 40.0 / 61.4; no RandAugment 50.7
+# / 70.7 (all with Mixup/CutMix). (The geometric and brightness/sharpness
+# ops alone at m9, tried by hand: 40.5 / 61.8.) At m9 the
 # 28 px grey images are destroyed more than augmented in a schedule this
 # short; m5 keeps the paper's op set and still leaves the model far from
 # fitting its training data (the regime's point). timm's RSB A3 recipe uses
