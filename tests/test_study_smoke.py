@@ -106,8 +106,9 @@ def load_driver():
     return module
 
 
-def test_only_the_whole_study_rewrites_the_readme():
+def test_only_the_whole_study_rewrites_the_docs(tmp_path):
     driver = load_driver()
+    study = osp.join(REPO, 'docs', 'study.md')
     readme = osp.join(REPO, 'README.md')
 
     def target(*argv):
@@ -116,8 +117,8 @@ def test_only_the_whole_study_rewrites_the_readme():
                                else driver.SEEDS)
         return driver.docs_target(args, seeds)
 
-    assert target() == readme
-    assert target('--seeds', '2', '1', '0', '--jobs', '1') == readme
+    assert target() == study
+    assert target('--seeds', '2', '1', '0', '--jobs', '1') == study
     # Pieces of the study, the smoke version, another results folder.
     assert target('--archs', 'resnet') is None
     assert target('--variants', 'baseline', 'augmask') is None
@@ -133,10 +134,22 @@ def test_only_the_whole_study_rewrites_the_readme():
         return driver.docs_target(args, args.seeds or driver.SEEDS,
                                   driver.REGIMES['heavy'])
 
-    assert heavy() == readme
+    assert heavy() == study
     assert heavy('--variants', 'baseline', 'augmask') is None
     assert heavy('--archs', 'vit') is None
     assert heavy('--smoke') is None
+
+    # The side-by-side block: the regimes' file and, for a docs/study.md,
+    # the README next to its docs folder (only where that README exists).
+    assert driver.both_targets({study}) == sorted([study, readme])
+    assert driver.both_targets({'notes.md'}) == ['notes.md']
+    lone = str(tmp_path / 'docs' / 'study.md')
+    assert driver.both_targets({lone}) == [lone]
+    (tmp_path / 'README.md').write_text('')
+    assert driver.both_targets({lone}) == sorted(
+        [lone, str(tmp_path / 'README.md')])
+    other = str(tmp_path / 'notes' / 'study.md')
+    assert driver.both_targets({other}) == [other]
 
 
 def test_heavy_regime_configs_inherit_and_are_disjoint():
@@ -274,16 +287,37 @@ def test_stopping_the_driver_stops_its_runs():
     assert exc.value.code == 128 + signal.SIGTERM
 
 
-def test_committed_records_rebuild_the_readme_blocks(tmp_path):
-    """The README's study blocks (both regimes and the side-by-side table)
-    and the summaries in results/ are what ``--no-train`` makes from the
-    committed per-run records: nothing in them is typed by hand."""
+def test_committed_records_rebuild_the_docs_blocks(tmp_path):
+    """The study blocks of both regimes (docs/study.md), the side-by-side
+    table (README.md) and the summaries in results/ are what ``--no-train``
+    makes from the committed per-run records: nothing in them is typed by
+    hand."""
     import shutil
+    driver = load_driver()
     results = osp.join(REPO, 'results', 'fashion_mnist')
     out = str(tmp_path / 'results' / 'fashion_mnist')
     shutil.copytree(results, out, ignore=shutil.ignore_patterns('*.png'))
-    docs = str(tmp_path / 'README.md')
-    shutil.copy(osp.join(REPO, 'README.md'), docs)
+    # The repository's layout, with every block emptied: the driver must
+    # write each one, into the file it belongs to.
+    markers = [driver.DOCS_BEGIN, driver.DOCS_END, driver.BOTH_BEGIN,
+               driver.BOTH_END, *driver.REGIMES['heavy'].docs]
+    files = {}
+    for name in ('README.md', osp.join('docs', 'study.md')):
+        with open(osp.join(REPO, name)) as f:
+            committed = f.read()
+        copy = str(tmp_path / name)
+        os.makedirs(osp.dirname(copy), exist_ok=True)
+        emptied = committed
+        for begin, end in zip(markers[::2], markers[1::2]):
+            emptied = re.sub(re.escape(begin) + '.*?' + re.escape(end),
+                             lambda _: f'{begin}\n{end}', emptied,
+                             flags=re.S)
+        # Each file has a block the driver must fill.
+        assert emptied != committed, name
+        with open(copy, 'w') as f:
+            f.write(emptied)
+        files[copy] = committed
+    readme, docs = list(files)
     proc = subprocess.run(
         [sys.executable, 'tools/study/run_study.py', '--no-train', '--out',
          out, '--docs', docs, '--jobs', '2'],
@@ -291,11 +325,10 @@ def test_committed_records_rebuild_the_readme_blocks(tmp_path):
         text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert 'left out' not in proc.stdout, proc.stdout[-3000:]
-    with open(docs) as f:
-        rebuilt = f.read().replace(f' --out {out} --docs {docs}', '')
-    with open(osp.join(REPO, 'README.md')) as f:
-        committed = f.read()
-    assert rebuilt == committed
+    for copy, committed in files.items():
+        with open(copy) as f:
+            rebuilt = f.read().replace(f' --out {out} --docs {docs}', '')
+        assert rebuilt == committed, copy
     for regime in ('', 'heavy'):
         for name in ('summary.csv', 'top1.png'):
             rebuilt_file = osp.join(out, regime, name)

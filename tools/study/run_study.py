@@ -935,9 +935,11 @@ def parse_args(argv=None):
         'data/fashion_mnist); made from Debian\'s dataset-fashion-mnist if '
         'missing')
     parser.add_argument('--docs', help='markdown file whose study blocks '
-                        'get the summary (default: README.md for a whole '
-                        'regime in results/fashion_mnist, none for a '
-                        'piece of it or --smoke; "" for none)')
+                        'get the summary (default: docs/study.md for a '
+                        'whole regime in results/fashion_mnist, none for a '
+                        'piece of it or --smoke; "" for none); a '
+                        'docs/study.md also updates the side-by-side block '
+                        'of the README.md next to its docs folder')
     parser.add_argument('--jobs', type=int, default=os.cpu_count() or 1,
                         help='runs trained in parallel, each with '
                         'cpu_count // jobs torch threads (default: '
@@ -959,9 +961,10 @@ def regime_variants(args, regime: Regime) -> List[str]:
 def docs_target(args, seeds,
                 regime: Regime = REGIMES[DEFAULT_REGIME]) -> Optional[str]:
     """The markdown file whose study blocks get the summary: ``--docs`` if
-    given, else README.md for a whole regime in results/fashion_mnist.
-    The README shows whole regimes: a piece of one (some models, variants
-    or seeds), the smoke version or another results folder leave it alone.
+    given, else docs/study.md for a whole regime in results/fashion_mnist.
+    The docs show whole regimes: a piece of one (some models, variants
+    or seeds), the smoke version or another results folder leave them
+    alone.
     """
     if args.docs is not None:
         return args.docs or None
@@ -969,7 +972,22 @@ def docs_target(args, seeds,
              and set(args.archs) == set(ARCHS)
              and set(regime_variants(args, regime)) == set(regime.variants)
              and set(seeds) == set(SEEDS))
-    return osp.join(REPO, 'README.md') if whole else None
+    return osp.join(REPO, 'docs', 'study.md') if whole else None
+
+
+def both_targets(docs_files) -> List[str]:
+    """The markdown files whose side-by-side block (where they have one)
+    gets both regimes' claims: each file that got a regime's block and,
+    for a ``docs/study.md``, the README.md next to its ``docs`` folder --
+    the README shows the regimes side by side, docs/study.md each one."""
+    targets = set(docs_files)
+    for docs in docs_files:
+        folder = osp.dirname(osp.abspath(docs))
+        readme = osp.join(osp.dirname(folder), 'README.md')
+        if (osp.basename(docs) == 'study.md'
+                and osp.basename(folder) == 'docs' and osp.isfile(readme)):
+            targets.add(readme)
+    return sorted(targets)
 
 
 def regime_command(given: List[str], regime: Regime, jobs: int,
@@ -1061,7 +1079,7 @@ def main(argv=None):
                          'nothing to summarize (drop --no-train to train).')
     # The regimes side by side, in each docs file that has the block: from
     # the records of every regime in the same results folder.
-    for docs in sorted(docs_files):
+    for docs in both_targets(docs_files):
         results = {}
         for name, regime in REGIMES.items():
             if name in summarized:
