@@ -42,7 +42,7 @@ AUGSUB_STRATEGIES = dict(
     AugSubFSDPStrategy='AugSubFullyShardedDataParallel',
     AugSubDeepSpeedStrategy=None)
 SPEC_HELP = (f'TYPE[:RATIO] with TYPE one of {SUB_MODELS} and RATIO a number '
-             f'in [0, 1) (default {DEFAULT_RATIO}), e.g. AugMask:0.5')
+             f'in (0, 1) (default {DEFAULT_RATIO}), e.g. AugMask:0.5')
 
 
 def resolve_config(path: str) -> str:
@@ -112,7 +112,7 @@ def parse_augsub(spec: str) -> dict:
             ratio = float(ratio_str)
         except ValueError:
             ratio = None
-        if ratio is None or not 0 <= ratio < 1:
+        if ratio is None or not 0 < ratio < 1:
             raise ValueError(f'Bad ratio {ratio_str!r} in --augsub {spec!r}: '
                              f'expected {SPEC_HELP}.')
     return dict(type=by_lower[kind.lower()], ratio=ratio)

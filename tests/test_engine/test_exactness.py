@@ -33,7 +33,7 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 import augsub_mm  # noqa: F401
-from augsub_mm.models.families import swin as swin_family
+from augsub_mm.models.families import grid as grid_family
 from augsub_mm.models.utils import masking, sub_pass_seed
 
 NUM_CLASSES = 4
@@ -122,7 +122,7 @@ class MaskRecorder:
         self._patches = [
             patch.object(masking, 'random_keep_indices', record(keep)),
             patch.object(masking, 'block_mask', record(block)),
-            patch.object(swin_family, 'block_mask', record(block)),
+            patch.object(grid_family, 'block_mask', record(block)),
         ]
         for p in self._patches:
             p.start()

@@ -201,10 +201,12 @@ class TestLikeImageClassifier:
 
 class TestErrors:
 
-    @pytest.mark.parametrize('ratio', [-0.1, 1.0, 1.5, 'half', True, None])
+    @pytest.mark.parametrize('ratio',
+                             [-0.1, 0, 0.0, 1.0, 1.5, 'half', True, None])
     def test_bad_ratio(self, ratio):
+        # 0 too: the sub-model would be the main model.
         with pytest.raises(ValueError, match=r'ratio must be a number in '
-                           r'\[0, 1\)'):
+                           r'\(0, 1\)'):
             MODELS.build(model_cfg(augsub=dict(type='AugMask', ratio=ratio)))
 
     @pytest.mark.parametrize('kind', ['AugMaskk', 'Mixup', 'ResNet'])
@@ -250,13 +252,14 @@ class TestErrors:
             MODELS.build(model_cfg(augsub=dict(type='AugMask',
                                                masking='zero')))
 
-    def test_unsupported_token_backbone(self):
+    def test_token_drop_refused_where_tokens_need_their_grid(self):
         backbone = dict(type='MlpMixer', arch=dict(
             embed_dims=32, num_layers=2, tokens_mlp_dims=16,
             channels_mlp_dims=64), patch_size=8, img_size=32)
-        with pytest.raises(ValueError, match="does not know how to mask "
-                           "the tokens of MlpMixer.*masking='input'"):
-            MODELS.build(model_cfg(backbone=backbone))
+        with pytest.raises(ValueError, match="masking='token_drop' is not "
+                           "available for MlpMixer.*masking='mask_token'"):
+            MODELS.build(model_cfg(backbone=backbone, augsub=dict(
+                type='AugMask', masking='token_drop')))
 
     def test_bad_step_mode(self):
         with pytest.raises(ValueError, match="step_mode.*'two_pass'"):

@@ -13,7 +13,7 @@ from mmpretrain.models.utils import WindowMSA, WindowMSAV2
 from mmpretrain.registry import MODELS
 
 from augsub_mm.models import AugDrop, AugMask, AugPath
-from augsub_mm.models.families import (BackboneFamily, SwinFamily, ViTFamily,
+from augsub_mm.models.families import (ConvFamily, SwinFamily, ViTFamily,
                                        get_family)
 from augsub_mm.models.utils import num_kept
 
@@ -98,10 +98,10 @@ class TestLookup:
         ('deit3', ViTFamily, 'token_drop'),
         ('swin', SwinFamily, 'mask_token'),
         ('swinv2', SwinFamily, 'mask_token'),
-        ('resnet', BackboneFamily, 'input'),
-        ('convnext', BackboneFamily, 'input'),
-        ('efficientnet', BackboneFamily, 'input'),
-        ('regnet', BackboneFamily, 'input'),
+        ('resnet', ConvFamily, 'input'),
+        ('convnext', ConvFamily, 'input'),
+        ('efficientnet', ConvFamily, 'input'),
+        ('regnet', ConvFamily, 'input'),
     ])
     def test_one_place_decides_the_masking(self, kind, family, masking):
         found = get_family(build(kind))
@@ -127,12 +127,23 @@ class TestLookup:
                            "masking='input'"):
             AugMask(masking=masking).bind(build(kind))
 
-    def test_token_backbone_without_adapter(self):
-        with pytest.raises(ValueError, match="BEiTViT.*masking='input'.*"
-                           'ViT, Swin'):
-            AugMask().bind(build('beit'))
+    def test_beit_keeps_its_grid_with_a_mask_token(self):
+        augmask = AugMask()
+        augmask.bind(build('beit'))
+        assert augmask.mask_token.shape == (VIT_ARCH['embed_dims'], )
 
-    @pytest.mark.parametrize('kind', CNN + ('beit', ))
+    def test_unlisted_backbone_is_a_cnn_and_says_so(self):
+        class MyResNet(ResNet):
+            pass
+
+        backbone = MyResNet(18, stem_channels=8, base_channels=8)
+        with pytest.warns(UserWarning, match='no adapter for MyResNet.*'
+                          'masks its input image'):
+            family = get_family(backbone)
+        assert type(family).__name__ == 'UnlistedFamily'
+        assert AugMask().resolve(family) == 'input'
+
+    @pytest.mark.parametrize('kind', CNN)
     def test_augdrop_on_a_backbone_without_block_dropout(self, kind):
         with pytest.raises(ValueError, match='AugDrop'):
             AugDrop().bind(build(kind))
@@ -298,6 +309,7 @@ class TestAugPath:
         for skip in (False, True):
             augpath = AugPath(0.5, skip=skip)
             augpath.bind(backbone)
+            augpath._acted_checked = True  # no counting hooks (first step)
             torch.manual_seed(2)
             with augpath.engage(backbone):
                 hooked = len(backbone.stages[0].blocks[0].attn.

@@ -149,7 +149,7 @@ class TestMaskToken:
 
     def test_block_must_be_whole_tokens(self):
         with pytest.raises(ValueError, match='input_patch_size=30 must be '
-                           'a multiple of the patch size'):
+                           'a multiple of the token stride'):
             swin(augsub=dict(type='AugMask', input_patch_size=30))
 
     def test_forced_input_masking_has_no_token(self):

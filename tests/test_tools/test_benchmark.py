@@ -51,7 +51,7 @@ def test_benchmark_prints_every_mode_with_sane_ratios():
         'AugPath(ratio=0.5, skip=False)'
     ]
     assert rows['AugPath(ratio=2)'][0].startswith('failed: ValueError')
-    assert 'AugPath ratio must be a number in [0, 1)' in out
+    assert 'AugPath ratio must be a number in (0, 1)' in out
 
     base = rows['baseline']
     assert base[1] == base[3] == base[5] == '1.00' and base[6] == '-'

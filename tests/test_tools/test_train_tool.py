@@ -26,7 +26,7 @@ MAE_DS = ('mmpretrain::mae/benchmarks/'
     ('AugMask', dict(type='AugMask', ratio=0.5)),
     ('AugMask:0.5', dict(type='AugMask', ratio=0.5)),
     ('AugPath:0.3', dict(type='AugPath', ratio=0.3)),
-    ('augdrop:0', dict(type='AugDrop', ratio=0.0)),
+    ('augdrop:0.1', dict(type='AugDrop', ratio=0.1)),
 ])
 def test_parse_augsub(spec, expected):
     assert parse_augsub(spec) == expected
@@ -35,6 +35,7 @@ def test_parse_augsub(spec, expected):
 @pytest.mark.parametrize('spec, bad', [('AugCut:0.5', 'AugCut'),
                                        ('AugMask:1', "'1'"),
                                        ('AugMask:-0.1', "'-0.1'"),
+                                       ('AugMask:0', "'0'"),
                                        ('AugMask:half', "'half'"),
                                        ('AugMask:', "''")])
 def test_parse_augsub_errors_name_the_choices(spec, bad):
@@ -42,7 +43,7 @@ def test_parse_augsub_errors_name_the_choices(spec, bad):
         parse_augsub(spec)
     message = str(info.value)
     assert bad in message
-    for name in ('AugMask', 'AugDrop', 'AugPath', '[0, 1)'):
+    for name in ('AugMask', 'AugDrop', 'AugPath', '(0, 1)'):
         assert name in message
 
 

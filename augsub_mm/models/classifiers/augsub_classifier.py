@@ -210,6 +210,9 @@ class AugSubClassifier(ImageClassifier):
 
     def _sub_branch(self, inputs, teacher):
         sub_score = self._head_scores(self.extract_feat(inputs))
+        # Once, before any backward: a sub pass that applied the sub-model
+        # nowhere would train a copy of the main pass.
+        self.augsub.check_acted(self.backbone)
         return dict(loss_sub=self.sub_loss(sub_score, teacher))
 
     def loss(self, inputs: torch.Tensor,

@@ -10,35 +10,46 @@ from typing import Iterator, List, Tuple
 
 import torch.nn as nn
 from mmcv.cnn.bricks import DropPath
+from torch.utils.hooks import RemovableHandle
+
+from ..utils.masking import drop_tokens
 
 #: What AugMask can do to a backbone's input or tokens.
 MASKINGS = ('token_drop', 'mask_token', 'input')
+#: Attribute names of dropout modules that AugDrop leaves alone: attention
+#: probabilities (the paper's AugDrop changes projection and MLP dropout
+#: only) and the position-embedding dropout in front of the blocks.
+NOT_BLOCK_DROPOUTS = ('attn_drop', 'attn_dropout', 'attention_dropout',
+                      'drop_after_pos', 'pos_drop')
 
 
 class BackboneFamily:
     """Adapter between the sub-models and one family of backbones.
 
-    The base class is the fallback for every backbone that has no token
-    sequence (ResNet, ConvNeXt, EfficientNet, RegNet, ...): AugMask masks the
-    normalised input image, AugDrop has nothing to act on, AugPath acts on
-    every ``drop_path`` slot of the blocks.
+    The base class does what works on any network: AugMask masks the
+    normalised input image, AugDrop acts on the blocks' dropout modules,
+    AugPath on every drop-path slot of the blocks. Families override what
+    they know better (token dropping, a mask token, skipping work).
 
     Args:
         backbone (nn.Module): The backbone the sub-model runs through.
     """
 
     #: Name used in error messages.
-    name = 'generic CNN'
+    name = 'generic'
     #: What AugMask does by default for this family (one of ``MASKINGS``).
     masking = 'input'
+    #: The backbone classes this adapter handles (exact classes).
+    backbone_types = ()
 
     def __init__(self, backbone: nn.Module):
         self.backbone = backbone
 
     @classmethod
     def matches(cls, backbone: nn.Module) -> bool:
-        """Whether this adapter handles ``backbone``."""
-        return True
+        """Whether this adapter handles ``backbone``: its exact class is
+        listed (a subclass may change what the adapter relies on)."""
+        return type(backbone) in cls.backbone_types
 
     # -- AugMask --------------------------------------------------------
     def check_masking(self, masking: str) -> None:
@@ -56,13 +67,36 @@ class BackboneFamily:
         from, and the number of prefix tokens (class token, ...) it holds."""
         raise NotImplementedError
 
+    def token_drop_hook(self, ratio: float
+                        ) -> Tuple[RemovableHandle, nn.Module]:
+        """Hook :meth:`token_drop_site` so that its output keeps
+        ``int(L * (1 - ratio))`` random patch tokens per sample; returns the
+        hook's handle and the hooked module."""
+        site, prefix = self.token_drop_site()
+        handle = site.register_forward_hook(
+            lambda module, args, out: drop_tokens(out, ratio, prefix))
+        return handle, site
+
     # -- AugDrop --------------------------------------------------------
     def dropout_layers(self) -> List[nn.Dropout]:
-        """The blocks' projection and MLP dropout layers."""
-        raise ValueError(
-            f'AugDrop needs dropout layers inside the blocks, and '
-            f'{type(self.backbone).__name__} ({self.name} family) has none. '
-            "Use type='AugPath' or type='AugMask' for this backbone.")
+        """The blocks' projection and MLP dropout layers.
+
+        The rule, for every family: every ``nn.Dropout`` module of the
+        backbone except attention-probability dropouts and the dropout of
+        the position embedding (see :data:`NOT_BLOCK_DROPOUTS`, matched on
+        the module's attribute name). Families whose modules are named
+        otherwise override this.
+        """
+        layers = [m for name, m in self.backbone.named_modules()
+                  if isinstance(m, nn.Dropout)
+                  and name.rsplit('.', 1)[-1] not in NOT_BLOCK_DROPOUTS]
+        if not layers:
+            raise ValueError(
+                f'AugDrop needs dropout layers inside the blocks (projection '
+                f'or MLP dropout), and {type(self.backbone).__name__} '
+                f'({self.name} family) has none. Use type=\'AugPath\' or '
+                "type='AugMask' for this backbone.")
+        return layers
 
     # -- AugPath --------------------------------------------------------
     def drop_path_sites(self) -> List[Tuple[nn.Module, str]]:

@@ -4,11 +4,13 @@ from typing import List, Tuple
 import torch.nn as nn
 from mmcv.cnn.bricks.transformer import FFN
 from mmpretrain.models.backbones import (DeiT3, DistilledVisionTransformer,
+                                         RevVisionTransformer, T2T_ViT,
                                          VisionTransformer)
 from mmpretrain.models.backbones.deit3 import DeiT3FFN
+from mmpretrain.models.selfsup.mocov3 import MoCoV3ViT
 from mmpretrain.models.utils import MultiheadAttention
 
-from .base import BackboneFamily, iter_modules_of
+from .base import BackboneFamily
 
 # Output types whose value is still exact when patch tokens are dropped:
 # the class token, or the mean over the tokens that were kept.
@@ -28,12 +30,17 @@ class ViTFamily(BackboneFamily):
     name = 'ViT'
     masking = 'token_drop'
     # Exact classes: a subclass (BEiT, EVA-02, ...) may add relative position
-    # biases or rope that do not survive token dropping.
-    backbone_types = (VisionTransformer, DeiT3, DistilledVisionTransformer)
-
-    @classmethod
-    def matches(cls, backbone: nn.Module) -> bool:
-        return type(backbone) in cls.backbone_types
+    # biases or rope that do not survive token dropping. These add the
+    # position embedding to the tokens before `drop_after_pos`, and every
+    # later layer is a function of the token set: T2T-ViT after its
+    # tokens-to-token stem, RevViT's reversible layers, MoCo v3's ViT (a
+    # fixed sin-cos position embedding).
+    backbone_types = (VisionTransformer, DeiT3, DistilledVisionTransformer,
+                      MoCoV3ViT, T2T_ViT, RevVisionTransformer)
+    # Those whose layers are mmpretrain's TransformerEncoderLayer (attn, ffn
+    # with the drop-path slots that AugPath can skip work in).
+    skippable_types = (VisionTransformer, DeiT3, DistilledVisionTransformer,
+                       MoCoV3ViT)
 
     def check_masking(self, masking: str) -> None:
         if masking == 'input':
@@ -57,16 +64,13 @@ class ViTFamily(BackboneFamily):
             prefix = 0
         return self.backbone.drop_after_pos, prefix
 
-    def dropout_layers(self) -> List[nn.Dropout]:
-        # proj_drop of the attention and the two FFN dropouts of every block;
-        # attention-probability dropout is a float in mmpretrain, untouched.
-        return list(iter_modules_of(self.backbone.layers, nn.Dropout))
-
     def residual_branches(self) -> List[Tuple[nn.Module, nn.Module, str]]:
         # An encoder layer is x + attn(norm(x)), then ffn(norm(x), identity=x).
         # attn ends with its drop-path (out_drop). Other attention / FFN
         # types keep the plain drop-path.
         branches = []
+        if type(self.backbone) not in self.skippable_types:
+            return branches
         for layer in self.backbone.layers:
             if type(layer.attn) is MultiheadAttention \
                     and not layer.attn.v_shortcut:

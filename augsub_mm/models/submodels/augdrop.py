@@ -17,7 +17,7 @@ class AugDrop(BaseSubModel):
     alone); the recipe's values are restored afterwards.
 
     Args:
-        ratio (float): Dropout probability in the sub pass, in [0, 1).
+        ratio (float): Dropout probability in the sub pass, in (0, 1).
             Defaults to 0.5.
     """
 
@@ -27,5 +27,15 @@ class AugDrop(BaseSubModel):
     @contextmanager
     def engage(self, backbone: nn.Module) -> Iterator[None]:
         layers = get_family(backbone).dropout_layers()
-        with overridden([(layer, 'p', self.ratio) for layer in layers]):
+        with overridden([(layer, 'p', self.ratio) for layer in layers]), \
+                self.watch(layers, in_training_only=True):
             yield
+
+    def describe(self, backbone: nn.Module) -> str:
+        layers = get_family(backbone).dropout_layers()
+        return f'dropout ({len(layers)} layers)'
+
+    def inactive_reason(self, backbone: nn.Module) -> str:
+        return ('its dropout layers (the blocks\' projection and MLP '
+                'dropouts) were never called in training mode: the blocks '
+                'are frozen (eval mode, e.g. a linear-probe config).')

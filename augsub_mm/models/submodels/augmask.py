@@ -13,6 +13,10 @@ from ..families import MASKINGS, BackboneFamily, get_family
 from ..utils.masking import drop_tokens, mask_input_patches
 from .base import BaseSubModel
 
+#: How the coverage matrix names each form of masking.
+MASKING_NAMES = dict(token_drop='token drop', mask_token='mask token',
+                     input='input masking')
+
 
 @MODELS.register_module()
 class AugMask(BaseSubModel):
@@ -42,7 +46,7 @@ class AugMask(BaseSubModel):
     (:mod:`augsub_mm.models.families`).
 
     Args:
-        ratio (float): Fraction masked, in [0, 1). Defaults to 0.5.
+        ratio (float): Fraction masked, in (0, 1). Defaults to 0.5.
         masking (str): ``'auto'`` (the family's choice) or one of
             ``'token_drop'``, ``'mask_token'``, ``'input'``.
             Defaults to ``'auto'``.
@@ -161,11 +165,10 @@ class AugMask(BaseSubModel):
         masking = self.resolve(family)
         ratio = self.ratio
         if masking == 'token_drop':
-            site, prefix = family.token_drop_site()
-            handle = site.register_forward_hook(
-                lambda module, args, out: drop_tokens(out, ratio, prefix))
+            handle, site = family.token_drop_hook(ratio)
         elif masking == 'input':
             size = self.input_patch_size
+            site = backbone
             handle = backbone.register_forward_pre_hook(
                 lambda module, args: (mask_input_patches(args[0], ratio, size),
                                       *args[1:]))
@@ -173,12 +176,20 @@ class AugMask(BaseSubModel):
             if self.mask_token.requires_grad and torch.is_grad_enabled() \
                     and not self._optimizer_checked:
                 self._check_before_first_step()
-            handle = family.mask_token_hook(self.mask_token, self.ratio,
-                                            self.input_patch_size)
+            handle, site = family.mask_token_hook(
+                self.mask_token, self.ratio, self.input_patch_size)
         try:
-            yield
+            with self.watch([site], in_training_only=False):
+                yield
         finally:
             handle.remove()
+
+    def describe(self, backbone: nn.Module) -> str:
+        return MASKING_NAMES[self.resolve(get_family(backbone))]
+
+    def inactive_reason(self, backbone: nn.Module) -> str:
+        return ('the module it masks at '
+                f'({self.resolve(get_family(backbone))}) was never called.')
 
     def extra_repr(self) -> str:
         return f'ratio={self.ratio}, masking={self.masking!r}'

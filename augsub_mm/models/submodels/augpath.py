@@ -33,7 +33,7 @@ class AugPath(BaseSubModel):
     function, about ``1 - ratio`` of the branch work.
 
     Args:
-        ratio (float): Drop-path probability in the sub pass, in [0, 1).
+        ratio (float): Drop-path probability in the sub pass, in (0, 1).
             Defaults to 0.5.
         skip (bool | str): Whether to skip the work of dropped samples.
             ``'auto'``: in the branches the family exposes, for each call
@@ -77,10 +77,9 @@ class AugPath(BaseSubModel):
     @contextmanager
     def engage(self, backbone: nn.Module) -> Iterator[None]:
         family = get_family(backbone)
-        branches = family.residual_branches() \
-            if self.skip and self.ratio > 0 else []
+        branches = family.residual_branches() if self.skip else []
         skipped = {(id(parent), name) for _, parent, name in branches}
-        changes = []
+        changes, acting = [], [branch for branch, _, _ in branches]
         for parent, name in family.drop_path_sites():
             slot = getattr(parent, name)
             if (id(parent), name) in skipped:
@@ -88,17 +87,38 @@ class AugPath(BaseSubModel):
                 changes.append((parent, name, nn.Identity()))
             elif isinstance(slot, DropPath):
                 changes.append((slot, 'drop_prob', self.ratio))
+                acting.append(slot)
             else:
                 # In the block's mode: a block in eval mode (frozen stage)
                 # is not dropped, in the sub pass as in the main pass.
-                changes.append(
-                    (parent, name, DropPath(self.ratio).train(slot.training)))
+                drop = DropPath(self.ratio).train(slot.training)
+                changes.append((parent, name, drop))
+                acting.append(drop)
         min_saved_work = 0 if self.skip is True else MIN_SAVED_WORK
         with overridden(changes), ExitStack() as hooks:
             for branch, _, _ in branches:
                 hooks.enter_context(
                     skipping_drop_path(branch, self.ratio, min_saved_work))
+            hooks.enter_context(self.watch(acting, in_training_only=True))
             yield
+
+    def describe(self, backbone: nn.Module) -> str:
+        family = get_family(backbone)
+        slots = len(family.drop_path_sites())
+        skipped = len(family.residual_branches()) if self.skip else 0
+        return f'drop-path ({slots} slots' + (
+            f', {skipped} skipping work)' if skipped else ')')
+
+    def inactive_reason(self, backbone: nn.Module) -> str:
+        parents = [parent for parent, _ in
+                   get_family(backbone).drop_path_sites()]
+        if not any(p.training for p in parents):
+            return ('its drop-path slots are all in blocks in eval mode '
+                    '(a frozen backbone, e.g. a linear-probe config).')
+        blocks = sorted({type(p).__name__ for p in parents if p.training})
+        return (f'no forward called its drop-path slots: the blocks '
+                f'({", ".join(blocks)}) build a drop-path module but their '
+                'forward never uses it.')
 
     def extra_repr(self) -> str:
         return f'ratio={self.ratio}, skip={self.skip!r}'

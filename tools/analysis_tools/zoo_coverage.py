@@ -1,0 +1,284 @@
+"""Which sub-model trains on which backbone of the installed MMPretrain zoo.
+
+For every backbone family of the installed mmpretrain's classification
+configs (``<mmpretrain>/.mim/configs``, models of type ``ImageClassifier``
+with a head), this takes one config (the cheapest by its name; ``--all``:
+every config), builds its model, and runs ONE real training step through
+``train_step`` -- the Runner's path: data preprocessor (the recipe's
+Mixup/CutMix), forward, backward, optimizer step -- for the plain classifier
+and for each sub-model (AugMask, AugDrop, AugPath at ``--ratio``), on a
+batch of random images at a reduced size (``--size``, falling back to the
+config's own crop size when the network needs it). It prints the matrix
+family x sub-model:
+
+- ``exact: <form>``: the step trained; ``<form>`` is what the sub-model did
+  (token drop, mask token, input masking, dropout (N layers), drop-path (N
+  slots)). A sub pass that changed nothing is refused by the plugin itself
+  at its first step, so it cannot show up here as exact.
+- ``refused: <reason>``: augsub_mm refused the combination, with the
+  reason (the method's own limits).
+- ``zoo config does not train``: the plain classifier's step fails too
+  (mmpretrain's own problem); the sub-models are not tried.
+- ``FAILED: <error>``: anything else, i.e. a bug (exit status 1).
+
+Examples::
+
+    python tools/analysis_tools/zoo_coverage.py                 # one config per family
+    python tools/analysis_tools/zoo_coverage.py --families ResNet ViTEVA02
+    python tools/analysis_tools/zoo_coverage.py --all --out coverage.md
+    python tools/analysis_tools/zoo_coverage.py --readme README.md
+"""
+import argparse
+import glob
+import json
+import os.path as osp
+import re
+import sys
+import time
+import traceback
+import warnings
+from collections import defaultdict
+from typing import Dict, List, Optional
+
+HERE = osp.dirname(osp.abspath(__file__))
+sys.path.insert(0, osp.dirname(HERE))
+
+import upstream_warnings  # noqa: E402,F401  quiet upstream imports
+
+SUB_MODELS = ('AugMask', 'AugDrop', 'AugPath')
+BEGIN = ('<!-- zoo-coverage:begin (written by '
+         'tools/analysis_tools/zoo_coverage.py) -->')
+END = '<!-- zoo-coverage:end -->'
+# Name words that say a config is cheap (earlier = cheaper), and words that
+# make a config a poor representative (deploy-mode re-parametrized models,
+# large inputs, headless feature extractors are filtered out before).
+SIZE_WORDS = ('xxs', 'xs', 'tiny', 't', 'mini', 's0', 's12', 's', 'small',
+              '11m', 'a0', 'b0', 'l1', '128s', '128', '18', 'm', 'medium')
+PENALTIES = ('deploy', '384', '448', '512', 'in21k', '21k', 'large', 'huge',
+             'giant')
+
+
+def zoo_root() -> str:
+    import mmpretrain
+    return osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'configs')
+
+
+def cost_key(path: str):
+    """Sort key: configs whose name says cheap first."""
+    name = osp.basename(path).lower()
+    words = re.split(r'[-_.]', name)
+    penalty = sum(p in name for p in PENALTIES)
+    rank = min((SIZE_WORDS.index(w) for w in words if w in SIZE_WORDS),
+               default=len(SIZE_WORDS))
+    return penalty, rank, len(name), name
+
+
+def classifier_configs(root: str) -> Dict[str, List[str]]:
+    """Backbone type -> the zoo's classification configs that use it."""
+    from mmengine.config import Config
+    found = defaultdict(list)
+    paths = glob.glob(osp.join(root, '*', '*.py')) + \
+        glob.glob(osp.join(root, '*', '*', '*.py'))
+    for path in sorted(paths):
+        if '_base_' in path.split(osp.sep):
+            continue
+        try:
+            cfg = Config.fromfile(path)
+        except Exception:  # configs of other codebases (mmdet, ...)
+            continue
+        model = cfg.get('model') or {}
+        if model.get('type') != 'ImageClassifier' or not model.get('head') \
+                or not isinstance(model.get('backbone'), dict):
+            continue
+        found[model['backbone']['type']].append(path)
+    return {k: sorted(v, key=cost_key) for k, v in found.items()}
+
+
+def crop_size(cfg) -> int:
+    """The config's training crop size (224 when it says none)."""
+    for step in cfg.get('train_pipeline') or cfg.get(
+            'train_dataloader', {}).get('dataset', {}).get('pipeline', []):
+        scale = step.get('scale') or step.get('crop_size')
+        if step.get('type') in ('RandomResizedCrop', 'RandomCrop',
+                                'EfficientNetRandomCrop') and scale:
+            return scale if isinstance(scale, int) else scale[0]
+    return 224
+
+
+def one_step(model_cfg: dict, size: int, batch: int) -> str:
+    """Build ``model_cfg`` and run one training step; returns the form the
+    sub-model took (``''`` for the plain classifier)."""
+    import torch
+    from mmengine.optim import OptimWrapper
+    from mmpretrain.registry import MODELS
+    from mmpretrain.structures import DataSample
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg)
+    model.train()
+    num_classes = getattr(model.head, 'num_classes', 10)
+    channels = len(getattr(model.data_preprocessor, 'mean', None) or [0] * 3)
+    data = dict(
+        inputs=[torch.randint(0, 256, (channels, size, size),
+                              dtype=torch.uint8)
+                for _ in range(batch)],
+        data_samples=[DataSample().set_gt_label(i % num_classes)
+                      for i in range(batch)])
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = OptimWrapper(torch.optim.SGD(params, lr=1e-3))
+    losses = model.train_step(data, optim)
+    for name, value in losses.items():
+        if not torch.isfinite(value).all():
+            raise FloatingPointError(f'{name} is {value}')
+    augsub = getattr(model, 'augsub', None)
+    return augsub.describe(model.backbone) if augsub is not None else ''
+
+
+def is_refusal(error: BaseException) -> bool:
+    """Raised by augsub_mm on purpose (a ValueError / TypeError /
+    RuntimeError whose raising frame is in augsub_mm)."""
+    if not isinstance(error, (ValueError, TypeError, RuntimeError)):
+        return False
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and f'{osp.sep}augsub_mm{osp.sep}' in \
+        frames[-1].filename
+
+
+def short(error: BaseException, limit: int = 160) -> str:
+    text = ' '.join(str(error).split())
+    first = text.split('. ')[0]
+    return (first if len(first) <= limit else first[:limit - 3] + '...')
+
+
+def cover(path: str, size: int, batch: int, ratio: float,
+          sub_models=SUB_MODELS) -> dict:
+    """The row of one config: the plain step, then each sub-model."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(path)
+    model_cfg = cfg.model.to_dict()
+    if cfg.get('data_preprocessor'):
+        # What the Runner does with the config's top-level preprocessor.
+        model_cfg.setdefault('data_preprocessor',
+                             cfg.data_preprocessor.to_dict())
+    row = dict(config=osp.relpath(path, zoo_root()),
+               backbone=model_cfg['backbone']['type'])
+    sizes = [size] if size >= crop_size(cfg) else [size, crop_size(cfg)]
+    error = None
+    for s in sizes:
+        try:
+            one_step(model_cfg, s, batch)
+            row['size'] = s
+            break
+        except Exception as e:  # noqa: B902 -- reported, not hidden
+            error = e
+    else:
+        row['plain'] = f'{type(error).__name__}: {short(error)}'
+        return row
+    for kind in sub_models:
+        augsub_cfg = dict(model_cfg, type='AugSubClassifier',
+                          augsub=dict(type=kind, ratio=ratio))
+        try:
+            row[kind] = 'exact: ' + one_step(augsub_cfg, row['size'], batch)
+        except Exception as e:  # noqa: B902
+            row[kind] = ('refused: ' if is_refusal(e) else
+                         f'FAILED: {type(e).__name__}: ') + short(e)
+    return row
+
+
+def markdown(rows: List[dict], version: str) -> str:
+    lines = [
+        f'Generated by `python tools/analysis_tools/zoo_coverage.py` on '
+        f'mmpretrain {version}: one training step per cell, '
+        'on the cheapest classification config of each backbone family.',
+        '', '| backbone (config) | ' + ' | '.join(SUB_MODELS) + ' |',
+        '|---|' + '---|' * len(SUB_MODELS)]
+    for row in sorted(rows, key=lambda r: r['backbone'].lower()):
+        name = f"{row['backbone']} (`{row['config']}`)"
+        if 'plain' in row:
+            cells = ['zoo config does not train: ' + row['plain']] + \
+                [''] * (len(SUB_MODELS) - 1)
+        else:
+            cells = [row[k] for k in SUB_MODELS]
+        lines.append(f'| {name} | ' + ' | '.join(
+            c.replace('|', '/') for c in cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def write_block(path: str, block: str) -> None:
+    with open(path) as f:
+        text = f.read()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f'{path} has no {BEGIN} ... {END} block to fill.')
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with open(path, 'w') as f:
+        f.write(head + BEGIN + '\n' + block + END + tail)
+
+
+def parse_args(argv: Optional[List[str]] = None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--all', action='store_true',
+                        help='every classification config, not one per '
+                        'family')
+    parser.add_argument('--families', nargs='+', metavar='BACKBONE',
+                        help='only these backbone types (e.g. ResNet '
+                        'ViTEVA02)')
+    parser.add_argument('--sub-models', nargs='+', default=list(SUB_MODELS),
+                        choices=SUB_MODELS)
+    parser.add_argument('--size', type=int, default=64,
+                        help='input size tried first (default 64); the '
+                        "config's crop size when the network needs it")
+    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--ratio', type=float, default=0.5)
+    parser.add_argument('--out', help='also write the markdown table here')
+    parser.add_argument('--json', help='write the rows as JSON here')
+    parser.add_argument('--readme',
+                        help=f'replace the block between {BEGIN} and {END} '
+                        'of this file by the table')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    warnings.filterwarnings('ignore')
+    import torch
+    import mmpretrain
+    import augsub_mm  # noqa: F401
+    torch.set_num_threads(1)
+    configs = classifier_configs(zoo_root())
+    if args.families:
+        unknown = set(args.families) - set(configs)
+        if unknown:
+            raise SystemExit(
+                f'No classification config of the installed mmpretrain uses '
+                f'{sorted(unknown)}; families: {sorted(configs)}')
+        configs = {k: configs[k] for k in args.families}
+    rows = []
+    for family in sorted(configs, key=str.lower):
+        for path in configs[family] if args.all else configs[family][:1]:
+            start = time.time()
+            row = cover(path, args.size, args.batch, args.ratio,
+                        args.sub_models)
+            row['seconds'] = round(time.time() - start, 1)
+            rows.append(row)
+            cells = [row.get(k, '') for k in args.sub_models]
+            print(f"{family:28s} {row.get('plain') or ' | '.join(cells)}"
+                  f"  ({row['seconds']} s)", flush=True)
+    table = markdown(rows, mmpretrain.__version__)
+    print()
+    print(table)
+    if args.out:
+        with open(args.out, 'w') as f:
+            f.write(table)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(rows, f, indent=1)
+    if args.readme:
+        write_block(args.readme, table)
+    failed = [r for r in rows
+              if any(str(r.get(k, '')).startswith('FAILED') for k in
+                     SUB_MODELS)]
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
