@@ -11,7 +11,7 @@ distributed on machines without an accelerator (gloo), and
 """
 import contextlib
 import os.path as osp
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 import torch
 from mmengine.config import Config
@@ -23,7 +23,8 @@ from mmengine.utils.dl_utils import set_multi_processing
 from torch.nn.parallel import DistributedDataParallel
 
 from .engine.optimizers import AugSubOptimWrapperConstructor
-from .models.classifiers.augsub_classifier import SUB_MODELS
+from .models.classifiers.augsub_classifier import (
+    FINE_TUNE_HINT, SUB_MODELS, check_classification_head, describe_parts)
 from .models.wrappers import AugSubDistributedDataParallel
 
 DEFAULT_RATIO = 0.5
@@ -155,9 +156,7 @@ def enable_augsub(cfg: Config, augsub: dict) -> Config:
         raise ValueError(
             f'AugSub trains image classifiers: model.type must be '
             f"'ImageClassifier' (or 'AugSubClassifier'), got {model_type!r}. "
-            'Pick a classification config (e.g. from mmpretrain::deit3, '
-            'swin_transformer, resnet), not a self-supervised or '
-            'multi-modal one.')
+            + FINE_TUNE_HINT)
     model.type = 'AugSubClassifier'
     model.augsub = dict(augsub)
 
@@ -203,10 +202,14 @@ def prepare_augsub_config(cfg: Config) -> Config:
     Raises:
         ValueError: If the config asks for another model wrapper or
             strategy, which would run its own training step.
+        TypeError: If the model is not an image classifier: the switch
+            lines merged onto a self-supervised config (MAE, SimCLR, ...).
     """
     model = cfg.get('model')
     if not model or _type_name(model.get('type')) != 'AugSubClassifier':
         return cfg
+    if model.get('head') is not None:  # (without one, the build refuses)
+        check_classification_head(model.head, lambda: _describe_model(cfg))
     runner_type = cfg.get('runner_type')
     if runner_type is not None and _type_name(runner_type) == 'FlexibleRunner':
         _prepare_flexible_runner(cfg)
@@ -230,6 +233,39 @@ def prepare_augsub_config(cfg: Config) -> Config:
     if cfg.get('optim_wrapper') is not None:
         use_augsub_constructor(cfg.optim_wrapper)
     return cfg
+
+
+def _replaced_model(filename: Optional[str]
+                    ) -> Optional[Tuple[str, str]]:
+    """The model type that the bases of config file ``filename`` define,
+    and the base that defines it: what a ``model = dict(type=
+    'AugSubClassifier', ...)`` line merged onto them replaced. None if no
+    base defines a model (or the config has no file)."""
+    if not filename or not osp.isfile(filename):
+        return None
+    for base in Config._get_base_files(filename):
+        path, _ = Config._get_cfg_path(base, filename)
+        model = Config.fromfile(path).get('model') or {}
+        if model.get('type') is None:
+            continue
+        if _type_name(model.type) == 'AugSubClassifier':
+            # An AugSub config itself: the model it switched on is further
+            # down its bases.
+            return _replaced_model(path)
+        return _type_name(model.type), base
+    return None
+
+
+def _describe_model(cfg: Config) -> str:
+    model = dict(cfg.model)
+    model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
+    replaced = _replaced_model(cfg.filename)
+    if replaced is None:
+        return describe_parts(model)
+    kind, base = replaced
+    return (f"the config's model is {kind} (from {base}), whose type the "
+            "line `model = dict(type='AugSubClassifier', ...)` replaced; "
+            + describe_parts(model))
 
 
 def augsub_strategy(strategy: Optional[dict], launcher: str = 'none'

@@ -2,8 +2,9 @@
 settings that look exotic but can be trained are trained exactly."""
 import os
 import os.path as osp
+import re
 import socket
-from unittest.mock import patch
+from unittest.mock import MagicMock, patch
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from mmpretrain.structures import DataSample
 
 import augsub_mm  # noqa: F401
 from augsub_mm.checkpoint import register_checkpoint_globals
+from augsub_mm.models import AugSubClassifier
 from augsub_mm.models.utils import mask_input_patches
 from augsub_mm.models.wrappers import AugSubDistributedDataParallel
 from conftest import data_root_options
@@ -203,6 +205,98 @@ def test_head_with_several_outputs_is_refused():
                               input_patch_size=8))
     with pytest.raises(TypeError, match='ConformerHead returns tuple'):
         model.train_step(batch(), sgd(model))
+
+
+def test_multi_task_head_is_refused_by_name():
+    """MultiTaskHead has a head and a loss per task, no `loss_module`: it
+    used to fail at build with an AttributeError from inside AugSub."""
+    task = dict(type='LinearClsHead', num_classes=4, in_channels=16)
+    head = dict(type='MultiTaskHead', task_heads=dict(a=task, b=task))
+    with pytest.raises(TypeError, match='does not support MultiTaskHead.*'
+                       'one head and one loss per task'):
+        build(backbone=dict(VIT, out_type='cls_token'), head=head)
+    # A built head module too.
+    with pytest.raises(TypeError, match='does not support MultiTaskHead'):
+        build(backbone=dict(VIT, out_type='cls_token'),
+              head=MODELS.build(head))
+
+
+def test_unknown_head_type_keeps_the_registry_error():
+    with pytest.raises(KeyError, match='NoSuchHead'):
+        build(head=dict(type='NoSuchHead'))
+
+
+# -- models that are not image classifiers ------------------------------------
+SWITCH_LINES = """
+custom_imports = dict(imports=['augsub_mm'], allow_failed_imports=False)
+model = dict(type='AugSubClassifier', augsub=dict(type='AugMask', ratio=0.5))
+model_wrapper_cfg = dict(type='AugSubDistributedDataParallel')
+randomness = dict(diff_rank_seed=True)
+"""
+# Zoo configs of self-supervised pre-training, at toy sizes.
+SELF_SUPERVISED = {
+    'MAE': ('mmpretrain::mae/mae_vit-base-p16_8xb512-amp-coslr-300e_in1k.py',
+            'MAEPretrainHead', 'MAEViT', {
+                'model.backbone.arch': dict(
+                    _delete_=True, embed_dims=16, num_layers=1,
+                    num_heads=2, feedforward_channels=32),
+                'model.backbone.img_size': 32,
+                'model.backbone.patch_size': 8,
+                'model.neck.num_patches': 16, 'model.neck.patch_size': 8,
+                'model.neck.embed_dim': 16,
+                'model.neck.decoder_embed_dim': 16,
+                'model.neck.decoder_depth': 1,
+                'model.neck.decoder_num_heads': 2,
+                'model.head.patch_size': 8}),
+    'SimCLR': ('mmpretrain::simclr/simclr_resnet50_16xb256-coslr-200e_in1k.py',
+               'ContrastiveHead', 'ResNet', {
+                   'model.backbone.depth': 18,
+                   'model.backbone.base_channels': 8,
+                   'model.backbone.stem_channels': 8,
+                   'model.neck.in_channels': 64,
+                   'model.neck.hid_channels': 16,
+                   'model.neck.out_channels': 8}),
+}
+
+
+@pytest.mark.parametrize('kind', list(SELF_SUPERVISED))
+def test_self_supervised_config_with_the_switch_lines_is_refused(
+        kind, tmp_path):
+    """The four switch-on lines under a self-supervised pre-training config:
+    refused before any step, by our tools/train.py when it prepares the
+    config (naming the model type the lines replaced) and by the model
+    build under any launcher (mmpretrain's tools/train.py, mim train),
+    instead of an unrelated crash at the first step."""
+    from augsub_mm.config import prepare_augsub_config
+    base, head, backbone, tiny = SELF_SUPERVISED[kind]
+    path = tmp_path / f'{kind.lower()}_augmask.py'
+    path.write_text(f'_base_ = {base!r}\n' + SWITCH_LINES)
+    cfg = Config.fromfile(str(path))
+    cfg.merge_from_dict(tiny)
+    cfg.work_dir = str(tmp_path / 'work_dir')
+    hint = 'AugSub trains image classifiers \\(ImageClassifier -> ' \
+        'AugSubClassifier\\)'
+    fine_tune = 'fine-tune config .*mae/benchmarks/'
+
+    # Our tools/train.py: prepare_augsub_config, before the Runner.
+    with pytest.raises(TypeError, match=f"{hint}.*the config's model is "
+                       f'{kind} \\(from {re.escape(base)}\\).*head {head} '
+                       f'is not a classification head.*{fine_tune}'):
+        prepare_augsub_config(cfg.copy())
+
+    # mmpretrain's tools/train.py: the Runner builds the model in its
+    # constructor, so no Runner (and no step) exists after the refusal.
+    train_step = MagicMock()
+    with patch.object(AugSubClassifier, 'train_step', train_step), \
+            pytest.raises(TypeError) as error:
+        Runner.from_cfg(cfg)
+    message = str(error.value)
+    assert re.search(f'{hint}.*backbone {backbone}.*data_preprocessor '
+                     f'SelfSupDataPreprocessor.*head {head} is not a '
+                     f'classification head.*{fine_tune}', message), message
+    # Not the hint of a masking family, which would crash too.
+    assert "masking='input'" not in message
+    train_step.assert_not_called()
 
 
 # -- detect_anomalous_params ---------------------------------------------------

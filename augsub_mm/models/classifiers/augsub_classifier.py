@@ -1,11 +1,12 @@
 from contextlib import contextmanager, nullcontext
-from typing import Dict, Iterator, List, Optional, Union
+from typing import Callable, Dict, Iterator, List, Optional, Union
 
 import torch
 import torch.nn as nn
 from mmengine.model.utils import detect_anomalous_params
 from mmengine.optim import OptimWrapper
-from mmpretrain.models import ClsHead, ImageClassifier, MultiLabelClsHead
+from mmpretrain.models import (ClsHead, ImageClassifier, MultiLabelClsHead,
+                               MultiTaskHead)
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
@@ -14,6 +15,16 @@ from ..utils.rng import seeded_stream, sub_pass_seed
 
 STEP_MODES = ('two_pass', 'joint')
 SUB_MODELS = ('AugMask', 'AugDrop', 'AugPath')
+#: Every classification head of mmpretrain derives from one of these; the
+#: heads of its self-supervised and multi-modal models do not.
+CLASSIFICATION_HEADS = (ClsHead, MultiLabelClsHead)
+FINE_TUNE_HINT = (
+    'Switch AugSub on in an image classification config instead (e.g. '
+    'from mmpretrain::deit3, swin_transformer, resnet); for an encoder '
+    'pre-trained by a self-supervised algorithm, in its fine-tune '
+    'config (e.g. mmpretrain::mae/benchmarks/'
+    'vit-base-p16_8xb128-coslr-100e_in1k.py, or the benchmarks/ folder of '
+    'the algorithm).')
 
 WRAPPER_HINT = ("model_wrapper_cfg = dict(type='AugSubDistributedDataParallel')"
                 ' (and custom_imports = dict(imports=[\'augsub_mm\'])); '
@@ -48,6 +59,69 @@ def checkpointing_module(module: nn.Module) -> Optional[str]:
                 or 'forward' in vars(child):
             return name or type(module).__name__
     return None
+
+
+def _type_of(cfg) -> Optional[type]:
+    """The class of a module config or module; None when it cannot be
+    resolved (the build then raises its own error)."""
+    if cfg is None or isinstance(cfg, nn.Module):
+        return None if cfg is None else type(cfg)
+    kind = cfg.get('type') if isinstance(cfg, dict) else None
+    if isinstance(kind, str):
+        return MODELS.get(kind)
+    return kind if isinstance(kind, type) else None
+
+
+def _type_name(cfg) -> Optional[str]:
+    """'LinearClsHead' for a module, its config or a (scoped) type name;
+    None for no module or a config without a type."""
+    if isinstance(cfg, nn.Module):
+        return type(cfg).__name__
+    kind = cfg.get('type') if isinstance(cfg, dict) else cfg
+    if kind is None:
+        return None
+    return str(getattr(kind, '__name__', kind)).split('.')[-1]
+
+
+def check_classification_head(head, describe: Callable[[], str]) -> None:
+    """Raise a TypeError unless ``head`` (a config or a module) is a
+    classification head AugSub can train; called before anything is built.
+
+    Args:
+        head (dict | nn.Module | None): The model's head.
+        describe (callable): Returns what the model is, for the message:
+            its type, or its parts when the type is no longer known.
+    """
+    cls = _type_of(head)
+    if head is not None and cls is None:
+        return  # an unknown type: the registry's own error follows
+    if cls is not None and issubclass(cls, MultiTaskHead):
+        # Not one score under one loss: a head and a loss per task.
+        raise TypeError(
+            'AugSubClassifier does not support MultiTaskHead: its sub loss '
+            'matches one score tensor under the loss of one classification '
+            'head, and MultiTaskHead holds one head and one loss per task. '
+            "Train one task per model with that task's head (e.g. "
+            'LinearClsHead).')
+    if cls is None or not issubclass(cls, CLASSIFICATION_HEADS):
+        what = 'it has no' if head is None else \
+            f'its head {cls.__name__} is not a'
+        raise TypeError(
+            'AugSub trains image classifiers (ImageClassifier -> '
+            "AugSubClassifier): the sub-model learns the main model's class "
+            f'prediction. This model is not one: {describe()}; {what} '
+            "classification head (mmpretrain's ClsHead or MultiLabelClsHead "
+            'family), and training would crash at the first step. '
+            + FINE_TUNE_HINT)
+
+
+def describe_parts(model: dict) -> str:
+    """'its parts are backbone MAEViT, neck MAEPretrainDecoder, ...' for
+    the arguments of a model."""
+    parts = [f'{name} {_type_name(model[name])}'
+             for name in ('backbone', 'neck', 'data_preprocessor')
+             if _type_name(model.get(name)) is not None]
+    return f'its parts are {", ".join(parts)}'
 
 
 @MODELS.register_module()
@@ -99,16 +173,20 @@ class AugSubClassifier(ImageClassifier):
                  sub_loss: Optional[dict] = None,
                  step_mode: str = 'two_pass',
                  **kwargs):
+        # Before anything is built: merged onto a self-supervised model's
+        # config, the switch lines leave its parts, which would fail later
+        # with unrelated errors (its data preprocessor, its loss).
+        check_classification_head(
+            kwargs.get('head'), lambda: describe_parts(dict(
+                kwargs, backbone=backbone)) + ' (the line `model = '
+            "dict(type='AugSubClassifier', ...)` replaces the type of the "
+            'model of the config it is merged onto, e.g. MAE or SimCLR '
+            'pre-training)')
         super().__init__(backbone, **kwargs)
         if step_mode not in STEP_MODES:
             raise ValueError(f'Unsupported step_mode {step_mode!r}, please '
                              f'choose from {STEP_MODES}.')
         self.step_mode = step_mode
-        if self.head is None or not hasattr(self.head, 'loss'):
-            raise TypeError(
-                'AugSubClassifier needs a classification head with a loss '
-                f'(mmpretrain\'s ClsHead family), got '
-                f'{type(self.head).__name__}.')
         self.augsub = build_submodel(augsub)
         self.augsub.bind(self.backbone)
         if step_mode == 'joint':
