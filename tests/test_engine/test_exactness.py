@@ -16,6 +16,10 @@ training step is compared with one computed here by hand:
 - main and sub losses written out here (soft cross-entropy / BCE summed over
   classes, averaged over samples), and ONE autograd call per micro-batch on
   ``(main + sub) / 2`` divided by the accumulation count.
+
+ResNet + AugMask is also run with ``sub_bn_stats='frozen'`` (checkpointing x
+step mode x accumulation) against the same reference: the option changes
+only running statistics, never the gradient.
 """
 import copy
 from unittest.mock import patch
@@ -289,11 +293,12 @@ def tie(module, source):
 
 
 def augsub_grads(family, kind, with_cp, step_mode, counts, frozen=False,
-                 optim_wrapper_factory=None, checkpointed=()):
+                 optim_wrapper_factory=None, checkpointed=(),
+                 **model_options):
     torch.manual_seed(0)
     cfg = classifier_cfg(family, with_cp, frozen)
     cfg.update(type='AugSubClassifier', augsub=augsub_cfg(family, kind),
-               step_mode=step_mode)
+               step_mode=step_mode, **model_options)
     model = MODELS.build(cfg)
     model.train()
     for name, param in model.named_parameters():
@@ -360,6 +365,27 @@ def test_gradient_equals_the_reference(family, kind, with_cp, step_mode,
                                                   step_mode, counts)
     expected = reference_grads(family, kind, plain_state, token, drawn,
                                counts)
+    assert_same_grads(got, expected)
+
+
+FROZEN_BN_CASES = [(cp, mode, counts)
+                   for cp in (False, True)
+                   for mode in ('two_pass', 'joint')
+                   for counts in (1, 2)
+                   if not (cp and mode == 'joint')]
+
+
+@pytest.mark.parametrize('with_cp,step_mode,counts', FROZEN_BN_CASES)
+def test_gradient_with_frozen_sub_bn_stats(with_cp, step_mode, counts):
+    """The sub pass that leaves the BatchNorm running statistics alone
+    still normalizes with its batch's statistics: the same gradient as the
+    reference (whose sub pass, a second module tree, updates running
+    statistics of its own, which the gradient never reads)."""
+    got, plain_state, token, drawn = augsub_grads(
+        'resnet', 'AugMask', with_cp, step_mode, counts,
+        sub_bn_stats='frozen')
+    expected = reference_grads('resnet', 'AugMask', plain_state, token,
+                               drawn, counts)
     assert_same_grads(got, expected)
 
 

@@ -264,3 +264,138 @@ class TestErrors:
     def test_bad_step_mode(self):
         with pytest.raises(ValueError, match="step_mode.*'two_pass'"):
             MODELS.build(model_cfg(step_mode='fast'))
+
+
+# -- BatchNorm running statistics in the sub pass -----------------------------
+def resnet_model_cfg(sub_bn_stats=None, with_cp=False, norm=None, **kwargs):
+    """A tiny ResNet classifier masked in 16 px patches (4 per 32 px image);
+    ``norm`` is the backbone's norm_cfg."""
+    backbone = dict(type='ResNet', depth=18, stem_channels=8,
+                    base_channels=8, with_cp=with_cp,
+                    norm_cfg=norm or dict(type='BN'))
+    cfg = model_cfg(augsub=dict(type='AugMask', ratio=0.5,
+                                input_patch_size=16),
+                    backbone=backbone, neck=dict(type='GlobalAveragePooling'),
+                    **kwargs)
+    cfg['head'] = dict(type='LinearClsHead', num_classes=NUM_CLASSES,
+                       in_channels=64)
+    if sub_bn_stats is not None:
+        cfg['sub_bn_stats'] = sub_bn_stats
+    return cfg
+
+
+def running_stats(model):
+    return {k: v.clone() for k, v in model.state_dict().items()
+            if k.split('.')[-1] in ('running_mean', 'running_var',
+                                    'num_batches_tracked')}
+
+
+def main_pass_alone(model, samples, seed):
+    """The running statistics of ``model`` after what the main pass of a
+    training step does to them: a plain ImageClassifier with the same
+    weights and buffers, forward and backward of its loss on the same
+    (Mixup/CutMix-ed) batch, with the same random draws."""
+    cfg = model_cfg()
+    plain_cfg = dict(cfg, type='ImageClassifier', backbone=model.backbone,
+                     neck=model.neck, head=model.head)
+    plain_cfg.pop('augsub')
+    plain = MODELS.build(copy.deepcopy(plain_cfg))
+    plain.train()
+    seed_all(seed)
+    data = plain.data_preprocessor(samples, True)
+    losses = plain.loss(data['inputs'], data['data_samples'])
+    losses['loss'].backward()  # with_cp: the recompute is part of the pass
+    return running_stats(plain)
+
+
+BN_CASES = [('two_pass', False), ('two_pass', True), ('joint', False)]
+
+
+class TestSubBnStats:
+
+    @pytest.mark.parametrize('step_mode,with_cp', BN_CASES)
+    @pytest.mark.parametrize('norm', [
+        dict(type='BN'), dict(type='SyncBN'),
+        dict(type='BN', momentum=None)],  # cumulative average
+        ids=['BN', 'SyncBN', 'momentum=None'])
+    def test_frozen_keeps_the_main_pass_statistics(self, step_mode, with_cp,
+                                                   norm):
+        torch.manual_seed(0)
+        model = MODELS.build(resnet_model_cfg(
+            'frozen', with_cp, norm, step_mode=step_mode))
+        model.train()
+        optim = sgd_wrapper(model)
+        for i in range(2):
+            samples = batch(seed=i)
+            expected = main_pass_alone(model, samples, seed=i)
+            seed_all(i)
+            model.train_step(samples, optim)
+            got = running_stats(model)
+            assert set(got) == set(expected)
+            for name, value in expected.items():
+                assert torch.equal(got[name], value), (i, name)
+        # +1 per iteration where no block recomputes its forward: the stem's
+        # norm is outside every checkpointed block.
+        assert got['backbone.bn1.num_batches_tracked'] == 2
+        inner = got['backbone.layer1.0.bn1.num_batches_tracked']
+        assert inner == (4 if with_cp else 2)  # the main recompute, as plain
+        # The flag is restored after the step.
+        assert all(m.track_running_stats for m in model.modules()
+                   if isinstance(m, torch.nn.modules.batchnorm._NormBase))
+
+    @pytest.mark.parametrize('step_mode,with_cp', BN_CASES)
+    def test_update_is_the_default_and_uses_the_masked_batch(self, step_mode,
+                                                             with_cp):
+        torch.manual_seed(0)
+        model = MODELS.build(resnet_model_cfg(
+            None, with_cp, step_mode=step_mode))
+        assert model.sub_bn_stats == 'update'
+        samples = batch()
+        expected = main_pass_alone(model, samples, seed=0)
+        seed_all(0)
+        model.train_step(samples, sgd_wrapper(model))
+        got = running_stats(model)
+        assert got['backbone.bn1.num_batches_tracked'] == 2  # both passes
+        assert got['backbone.layer1.0.bn1.num_batches_tracked'] == \
+            (4 if with_cp else 2)
+        # The stem saw the masked batch too: its running statistics moved
+        # away from the main pass's (zeroed patches lower the variance).
+        assert not torch.allclose(got['backbone.bn1.running_var'],
+                                  expected['backbone.bn1.running_var'])
+
+    @pytest.mark.parametrize('step_mode', ['two_pass', 'joint'])
+    def test_same_gradient_in_both_modes(self, step_mode):
+        grads = {}
+        for mode in ('update', 'frozen'):
+            torch.manual_seed(0)
+            model = MODELS.build(resnet_model_cfg(mode, step_mode=step_mode))
+            optim = sgd_wrapper(model)
+            step = optim.optimizer.step
+
+            def record(*args, **kwargs):
+                grads[mode] = {n: p.grad.clone()
+                               for n, p in model.named_parameters()
+                               if p.grad is not None}
+                return step(*args, **kwargs)
+            optim.optimizer.step = record
+            seed_all(0)
+            model.train_step(batch(), optim)
+        assert set(grads['update']) == set(grads['frozen'])
+        for name, grad in grads['update'].items():
+            assert torch.equal(grads['frozen'][name], grad), name
+
+    def test_bad_value_names_the_choices(self):
+        with pytest.raises(ValueError, match="sub_bn_stats 'main'.*"
+                           "'update', 'frozen'"):
+            MODELS.build(resnet_model_cfg('main'))
+
+    @pytest.mark.parametrize('case', ['vit', 'untracked BN'])
+    def test_frozen_without_running_statistics_is_refused(self, case):
+        if case == 'vit':
+            cfg = model_cfg(sub_bn_stats='frozen')
+        else:
+            cfg = resnet_model_cfg('frozen', norm=dict(
+                type='BN', track_running_stats=False))
+        with pytest.raises(ValueError, match='no normalization layer with '
+                           'running statistics.*Remove sub_bn_stats'):
+            MODELS.build(cfg)

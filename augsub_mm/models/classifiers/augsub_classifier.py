@@ -9,12 +9,14 @@ from mmpretrain.models import (ClsHead, ImageClassifier, MultiLabelClsHead,
                                MultiTaskHead)
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
+from torch.nn.modules.batchnorm import _NormBase
 
 from ..submodels import BaseSubModel
 from ..utils.rng import seeded_stream, sub_pass_seed
 
 STEP_MODES = ('two_pass', 'joint')
 SUB_MODELS = ('AugMask', 'AugDrop', 'AugPath')
+SUB_BN_STATS = ('update', 'frozen')
 #: Every classification head of mmpretrain derives from one of these; the
 #: heads of its self-supervised and multi-modal models do not.
 CLASSIFICATION_HEADS = (ClsHead, MultiLabelClsHead)
@@ -124,6 +126,37 @@ def describe_parts(model: dict) -> str:
     return f'its parts are {", ".join(parts)}'
 
 
+def running_stat_norms(module: nn.Module) -> List[_NormBase]:
+    """Normalization layers of ``module`` that keep running statistics
+    (BatchNorm, SyncBatchNorm, InstanceNorm with
+    ``track_running_stats=True``)."""
+    return [m for m in module.modules()
+            if isinstance(m, _NormBase) and m.track_running_stats]
+
+
+@contextmanager
+def running_stats_frozen(module: nn.Module) -> Iterator[None]:
+    """Normalization layers of ``module`` in training mode normalize with the
+    batch's statistics, as always, but leave their running statistics
+    (``running_mean``, ``running_var``, ``num_batches_tracked``) untouched.
+
+    torch's norm layers do exactly that with ``track_running_stats=False``
+    in training mode: the batch statistics and their gradient are those of
+    normal training, and no buffer is read or written (so a cumulative
+    average, ``momentum=None``, is not advanced either). Layers in eval mode
+    (``norm_eval``, frozen stages) use their running statistics and are
+    left as they are.
+    """
+    norms = [m for m in running_stat_norms(module) if m.training]
+    try:
+        for norm in norms:
+            norm.track_running_stats = False
+        yield
+    finally:
+        for norm in norms:
+            norm.track_running_stats = True
+
+
 @MODELS.register_module()
 class AugSubClassifier(ImageClassifier):
     """Image classifier trained with an augmented sub-model (AugSub).
@@ -148,6 +181,20 @@ class AugSubClassifier(ImageClassifier):
             the sub forward, so that peak memory stays that of normal
             training; ``'joint'`` does one backward of (main + sub) / 2 over
             both graphs. Same gradient. Defaults to ``'two_pass'``.
+        sub_bn_stats (str): What the sub pass does to the running statistics
+            of BatchNorm (and other norm layers that keep them). Both modes
+            normalize the sub pass with its own batch's statistics, so the
+            gradient is the same. ``'update'`` (the paper's behaviour): the
+            sub forward updates them too, with the statistics of the masked
+            / dropped batch; ``num_batches_tracked`` grows by 2 per
+            iteration, and the running statistics used at test time drift
+            toward those of masked images (zeroed patches lower a ResNet
+            stem's running variance). ``'frozen'``: they are those of the
+            main pass alone (``num_batches_tracked`` +1 per iteration), also
+            when gradient checkpointing recomputes the sub forward in the
+            backward; for BatchNorm, SyncBatchNorm, ``momentum=None``
+            alike. Refused for a model without such layers (a ViT).
+            Defaults to ``'update'``.
         **kwargs: The arguments of :class:`ImageClassifier` (backbone, neck,
             head, data_preprocessor, train_cfg, ...).
 
@@ -172,6 +219,7 @@ class AugSubClassifier(ImageClassifier):
                  augsub: Union[dict, BaseSubModel] = None,
                  sub_loss: Optional[dict] = None,
                  step_mode: str = 'two_pass',
+                 sub_bn_stats: str = 'update',
                  **kwargs):
         # Before anything is built: merged onto a self-supervised model's
         # config, the switch lines leave its parts, which would fail later
@@ -187,6 +235,17 @@ class AugSubClassifier(ImageClassifier):
             raise ValueError(f'Unsupported step_mode {step_mode!r}, please '
                              f'choose from {STEP_MODES}.')
         self.step_mode = step_mode
+        if sub_bn_stats not in SUB_BN_STATS:
+            raise ValueError(f'Unsupported sub_bn_stats {sub_bn_stats!r}, '
+                             f'please choose from {SUB_BN_STATS}.')
+        if sub_bn_stats == 'frozen' and not running_stat_norms(self):
+            raise ValueError(
+                "sub_bn_stats='frozen' keeps the running statistics of "
+                'BatchNorm layers those of the main pass, and this model has '
+                'no normalization layer with running statistics (all its '
+                'norms are LayerNorm/GroupNorm or track_running_stats=False). '
+                'Remove sub_bn_stats.')
+        self.sub_bn_stats = sub_bn_stats
         self.augsub = build_submodel(augsub)
         self.augsub.bind(self.backbone)
         if step_mode == 'joint':
@@ -251,11 +310,16 @@ class AugSubClassifier(ImageClassifier):
     def sub_pass(self, seed: int, device: torch.device) -> Iterator[None]:
         """The sub-model in force: its masking / drop rates engaged, and
         every random draw from the stream of ``seed``
-        (:func:`~augsub_mm.models.utils.sub_pass_seed`). The training step
-        keeps it in force through the sub backward, so that blocks that
-        recompute their forward there (gradient checkpointing) compute the
-        sub-model's function with the same draws."""
-        with seeded_stream(seed, device), self.augsub.engage(self.backbone):
+        (:func:`~augsub_mm.models.utils.sub_pass_seed`), and with
+        ``sub_bn_stats='frozen'`` the norm layers' running statistics left
+        alone. The training step keeps it in force through the sub backward,
+        so that blocks that recompute their forward there (gradient
+        checkpointing) compute the sub-model's function with the same draws
+        (and leave the running statistics alone too)."""
+        bn_context = running_stats_frozen(self) \
+            if self.sub_bn_stats == 'frozen' else nullcontext()
+        with seeded_stream(seed, device), bn_context, \
+                self.augsub.engage(self.backbone):
             self._sub_pass_active = True
             try:
                 yield
