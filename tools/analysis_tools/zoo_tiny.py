@@ -32,11 +32,13 @@ Two rules apply to every family on top of its entry: a backbone that takes
 recipe sets none (or 0) gets :data:`DROP_PATH_RATE`, so that AugPath meets
 the drop-path modules a recipe with drop-path builds.
 
-Families that stay bigger (measured with ``zoo_coverage.py --tiny`` on 2
-shared CPU cores, 2026-12-03, the four steps of a row together): VGG (its
-classifier is fixed at 512x7x7 -> 4096 -> 4096, 7.2 s), InceptionV3 (a fixed
-network, 1.7 s at its smallest input, 75 px), HRNet (HRFuseScales' fixed
-128-1024 channels, 1.0 s).
+Families that stay bigger (the row's four steps together, two runs of
+``python tools/analysis_tools/zoo_coverage.py --tiny`` on 2 shared, loaded
+CPU cores, 2026-12-03): VGG (its classifier is fixed at 512x7x7 -> 4096 ->
+4096: 6.4-7.2 s), InceptionV3 (a fixed network, at its smallest input, 75
+px: 1.7-2.0 s), HRNet (HRFuseScales' fixed 128-1024 channels: 0.9-1.6 s).
+The other 59 rows take 0.0-0.7 s each; the whole run 50 s, half of it
+mmengine parsing the zoo's configs.
 """
 import copy
 import inspect
