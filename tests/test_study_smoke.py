@@ -176,7 +176,8 @@ def test_heavy_regime_configs_inherit_and_are_disjoint():
         ('AugDrop', 0.1), ('AugDrop', 0.2), ('AugDrop', 0.3)]
 
 
-HEAVY_RUNS = 6 + 3 + 1 + 6  # ViT: 3 variants x 2 seeds, sweep, its choice
+# ViT: 3 variants x 2 seeds, sweep, its choice; ResNet: 4 variants x 2 seeds
+HEAVY_RUNS = 6 + 3 + 1 + 8
 DOCS = '\n\n'.join(
     f'{begin}\nold\n{end}' for begin, end in (
         ('<!-- study:begin (written by tools/study/run_study.py) -->',

@@ -360,8 +360,8 @@ class TestSubBnStats:
             (4 if with_cp else 2)
         # The stem saw the masked batch too: its running statistics moved
         # away from the main pass's (zeroed patches lower the variance).
-        assert not torch.allclose(got['backbone.bn1.running_var'],
-                                  expected['backbone.bn1.running_var'])
+        assert got['backbone.bn1.running_var'].mean() < \
+            expected['backbone.bn1.running_var'].mean()
 
     @pytest.mark.parametrize('step_mode', ['two_pass', 'joint'])
     def test_same_gradient_in_both_modes(self, step_mode):
