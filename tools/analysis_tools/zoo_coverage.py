@@ -108,7 +108,7 @@ def crop_size(cfg) -> int:
             'train_dataloader', {}).get('dataset', {}).get('pipeline', []):
         scale = step.get('scale') or step.get('crop_size')
         if step.get('type') in ('RandomResizedCrop', 'RandomCrop',
-                                'EfficientNetRandomCrop') and scale:
+                                'EfficientNetRandomCrop', 'Resize') and scale:
             return scale if isinstance(scale, int) else scale[0]
     return 224
 
@@ -124,7 +124,8 @@ def one_step(model_cfg: dict, size: int, batch: int) -> str:
     model = MODELS.build(model_cfg)
     model.train()
     num_classes = getattr(model.head, 'num_classes', 10)
-    channels = len(getattr(model.data_preprocessor, 'mean', None) or [0] * 3)
+    mean = getattr(model.data_preprocessor, 'mean', None)
+    channels = mean.shape[0] if isinstance(mean, torch.Tensor) else 3
     data = dict(
         inputs=[torch.randint(0, 256, (channels, size, size),
                               dtype=torch.uint8)

@@ -19,8 +19,9 @@ MASKINGS = ('token_drop', 'mask_token', 'input')
 #: Attribute names of dropout modules that AugDrop leaves alone: attention
 #: probabilities (the paper's AugDrop changes projection and MLP dropout
 #: only) and the position-embedding dropout in front of the blocks.
-NOT_BLOCK_DROPOUTS = ('attn_drop', 'attn_dropout', 'attention_dropout',
-                      'drop_after_pos', 'pos_drop')
+NOT_BLOCK_DROPOUTS = frozenset((
+    'attn_drop', 'attn_dropout', 'attention_dropout', 'drop_after_pos',
+    'pos_drop', 'position_encoding_drops'))
 
 
 class BackboneFamily:
@@ -84,12 +85,12 @@ class BackboneFamily:
         The rule, for every family: every ``nn.Dropout`` module of the
         backbone except attention-probability dropouts and the dropout of
         the position embedding (see :data:`NOT_BLOCK_DROPOUTS`, matched on
-        the module's attribute name). Families whose modules are named
+        any part of the module's name). Families whose modules are named
         otherwise override this.
         """
         layers = [m for name, m in self.backbone.named_modules()
-                  if isinstance(m, nn.Dropout)
-                  and name.rsplit('.', 1)[-1] not in NOT_BLOCK_DROPOUTS]
+                  if isinstance(m, nn.Dropout) and not
+                  NOT_BLOCK_DROPOUTS.intersection(name.split('.'))]
         if not layers:
             raise ValueError(
                 f'AugDrop needs dropout layers inside the blocks (projection '
