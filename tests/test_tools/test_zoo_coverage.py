@@ -27,7 +27,7 @@ CELLS = zoo_coverage.SUB_MODELS
 # plain step fails means a broken tiny version.
 UPSTREAM = {
     'EfficientFormer': "doesn't support to train the distilled version",
-    'LeViT': 'switch_to_deploy()',
+    'LeViT': "doesn't support training in distillation mode",
 }
 # Families whose classifier augsub_mm refuses as a whole, by design, so that
 # every sub-model cell says so: AugSubClassifier takes heads with one score

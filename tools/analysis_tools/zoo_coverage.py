@@ -75,7 +75,8 @@ def cost_key(path: str):
     """Sort key: configs whose name says cheap first."""
     name = osp.basename(path).lower()
     words = re.split(r'[-_.]', name)
-    penalty = sum(p in name for p in PENALTIES)
+    # The folder too: deploy/ holds re-parametrized (inference) configs.
+    penalty = sum(p in path.lower() for p in PENALTIES)
     rank = min((SIZE_WORDS.index(w) for w in words if w in SIZE_WORDS),
                default=len(SIZE_WORDS))
     return penalty, rank, len(name), name

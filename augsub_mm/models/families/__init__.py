@@ -52,7 +52,7 @@ class ConvFamily(BackboneFamily):
         'PyramidVig', 'RegNet', 'RepLKNet', 'RepVGG', 'Res2Net', 'ResNeSt',
         'ResNeXt', 'ResNet', 'ResNetV1c', 'ResNetV1d', 'ResNet_CIFAR',
         'SEResNeXt', 'SEResNet', 'ShuffleNetV1', 'ShuffleNetV2',
-        'SparseConvNeXt', 'SparseResNet', 'TNT', 'VAN', 'Vig'))
+        'SparseConvNeXt', 'SparseResNet', 'TNT', 'VAN', 'VGG', 'Vig'))
 
 
 class UnlistedFamily(BackboneFamily):
