@@ -32,6 +32,12 @@ from .swin import SwinFamily
 from .vit import ViTFamily
 
 
+def zoo_classes(*names: str) -> tuple:
+    """The backbone classes of these names that the installed mmpretrain
+    (or its fork) has."""
+    return tuple(getattr(zoo, n) for n in names if hasattr(zoo, n))
+
+
 class ConvFamily(BackboneFamily):
     """Networks that start with convolutions: AugMask masks 32 x 32 pixel
     patches of the normalised input image (the paper's ResNet sub-model).
@@ -44,7 +50,7 @@ class ConvFamily(BackboneFamily):
     """
 
     name = 'CNN'
-    backbone_types = tuple(getattr(zoo, name) for name in (
+    backbone_types = zoo_classes(
         'AlexNet', 'CSPDarkNet', 'CSPNet', 'CSPResNeXt', 'CSPResNet',
         'Conformer', 'ConvMixer', 'ConvNeXt', 'DenseNet', 'EdgeNeXt',
         'EfficientNet', 'EfficientNetV2', 'HRNet', 'HorNet', 'InceptionV3',
@@ -52,7 +58,7 @@ class ConvFamily(BackboneFamily):
         'PyramidVig', 'RegNet', 'RepLKNet', 'RepVGG', 'Res2Net', 'ResNeSt',
         'ResNeXt', 'ResNet', 'ResNetV1c', 'ResNetV1d', 'ResNet_CIFAR',
         'SEResNeXt', 'SEResNet', 'ShuffleNetV1', 'ShuffleNetV2',
-        'SparseConvNeXt', 'SparseResNet', 'TNT', 'VAN', 'VGG', 'Vig'))
+        'SparseConvNeXt', 'SparseResNet', 'TNT', 'VAN', 'VGG', 'Vig')
 
 
 class UnlistedFamily(BackboneFamily):
@@ -83,7 +89,7 @@ def grid_family(name: str, *types: str, embed: str = 'patch_embed'):
     """A :class:`GridTokenFamily` for the zoo classes named ``types``."""
     return type(f'{name}Family', (GridTokenFamily, ), dict(
         name=name, embed=embed,
-        backbone_types=tuple(getattr(zoo, t) for t in types)))
+        backbone_types=zoo_classes(*types)))
 
 
 #: Mask-token families: every one hooks its patch embedding (the table is
