@@ -10,6 +10,10 @@
 #       in .venv-onedl.
 #   AUGSUB_DEEPSPEED=1 also installs DeepSpeed (requirements/deepspeed.txt),
 #       so that its tests run instead of being skipped.
+#   AUGSUB_TORCH_FROM=DIR takes torch, torchvision and their requirements
+#       from the environment DIR (e.g. .venv) instead of installing them
+#       again: tools/layer_env.py links them in (CI's onedl step does; the
+#       two stacks pin the same torch).
 #   AUGSUB_VENV=DIR picks another environment, PYTHON=python3.X the
 #   interpreter that creates it.
 set -euo pipefail
@@ -31,17 +35,46 @@ _pip_quiet() {
     return "${PIPESTATUS[0]}"
 }
 
+AUGSUB_TORCH_FROM=${AUGSUB_TORCH_FROM:-}
+if [ -n "$AUGSUB_TORCH_FROM" ]; then
+    AUGSUB_TORCH_FROM=$(cd "$REPO" && cd "$AUGSUB_TORCH_FROM" 2>/dev/null \
+                        && pwd) || true
+    if [ ! -x "$AUGSUB_TORCH_FROM/bin/python" ]; then
+        echo "AUGSUB_TORCH_FROM must be a virtual environment with torch" \
+             "installed (e.g. .venv after bash tools/run_tests.sh); it has" \
+             "no bin/python. Unset it to install torch into $VENV." >&2
+        exit 2
+    fi
+fi
 if [ ! -x "$PY" ]; then
     echo "Creating the virtual environment $VENV ..."
-    "${PYTHON:-python3}" -m venv "$VENV"
+    if [ -n "$AUGSUB_TORCH_FROM" ]; then
+        # The interpreter torch's extensions were built for.
+        _base=$("$AUGSUB_TORCH_FROM/bin/python" -c \
+                'import sys; print(sys._base_executable)')
+        "$_base" -m venv "$VENV"
+    else
+        "${PYTHON:-python3}" -m venv "$VENV"
+    fi
 fi
 _stamp="$VENV/.augsub_installed"
 AUGSUB_DEEPSPEED=${AUGSUB_DEEPSPEED:-0}
 _reqs=(-r "$REPO/$_req")
 [ "$AUGSUB_DEEPSPEED" = 1 ] && _reqs+=(-r "$REPO/requirements/deepspeed.txt")
 _want=$( (cat "$REPO/$_req" "$REPO"/requirements/*.txt "$REPO/setup.py";
-          echo "deepspeed=$AUGSUB_DEEPSPEED") | sha256sum | cut -d' ' -f1)
+          echo "deepspeed=$AUGSUB_DEEPSPEED torch_from=$AUGSUB_TORCH_FROM") |
+        sha256sum | cut -d' ' -f1)
 if [ "$(cat "$_stamp" 2>/dev/null || true)" != "$_want" ]; then
+    if [ -n "$AUGSUB_TORCH_FROM" ]; then
+        "$AUGSUB_TORCH_FROM/bin/python" "$REPO/tools/layer_env.py" "$PY"
+    elif [ -d "$VENV/augsub-layer" ]; then
+        # Installed with AUGSUB_TORCH_FROM before: pip would take the
+        # linked torch as installed.
+        echo "$VENV takes torch from another environment" \
+             "(AUGSUB_TORCH_FROM); set it again, or remove $VENV to install" \
+             "torch into it." >&2
+        exit 2
+    fi
     echo "Installing the $AUGSUB_STACK stack ($_req) and augsub_mm into $VENV (once) ..."
     # One resolution: DeepSpeed, when asked for, within the stack's pins.
     _pip_quiet install -q "${_reqs[@]}"

@@ -89,6 +89,20 @@ ONEDL_MIM_WHEEL = pytest.mark.xfail(
     reason='onedl-mim 0.5.1 locates wheel installs by the first RECORD file')
 
 
+def our_site_dirs():
+    """Where this environment's packages are: its site-packages, then the
+    folder of torch and its requirements when they are linked from another
+    environment (tools/layer_env.py, AUGSUB_TORCH_FROM), in sys.path order.
+    """
+    ours = sysconfig.get_paths()['purelib']
+    found = [ours]
+    linked = osp.join(ours, 'augsub-layer.pth')  # tools/layer_env.py
+    if osp.isfile(linked):
+        with open(linked) as f:
+            found += [line.strip() for line in f if line.strip()]
+    return found
+
+
 def run(cmd, cwd, timeout=600):
     result = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
@@ -122,10 +136,12 @@ def fresh(tmp_path_factory):
                 'print(sysconfig.get_paths()["purelib"])'], str(tmp)).strip()
     layer = tmp / 'layer'
     layer.mkdir()
-    ours = sysconfig.get_paths()['purelib']
-    for name in os.listdir(ours):
-        if not name.lower().startswith(FRESH) and not name.endswith('.pth'):
-            os.symlink(osp.join(ours, name), layer / name)
+    for ours in our_site_dirs():
+        for name in os.listdir(ours):
+            if not name.lower().startswith(FRESH) and \
+                    not name.endswith('.pth') and \
+                    not osp.lexists(layer / name):
+                os.symlink(osp.join(ours, name), layer / name)
     with open(osp.join(site, '_test_layer.pth'), 'w') as f:
         f.write(str(layer) + '\n')
 
