@@ -48,3 +48,39 @@ def data_root_options(root: str) -> dict:
     """cfg-options that point the tiny configs at ``root``."""
     return {f'{split}_dataloader.dataset.data_root': root
             for split in ('train', 'val', 'test')}
+
+
+# -- under pytest-xdist (tools/run_tests.sh runs the suite on every core) --
+#: Test modules that take longest, longest first (measured with
+#: --durations on 2 cores): started first, so that no long module is left
+#: for last while the other workers sit idle. A scheduling hint only.
+LONG_FIRST = (
+    'tests/test_engine/test_flexible_runner.py',
+    'tests/test_study_smoke.py',
+    'tests/test_packaging/test_wheel.py',
+    'tests/test_tools/test_zoo_coverage.py',
+    'tests/test_packaging/test_any_launcher.py',
+    'tests/test_tools/test_benchmark.py',
+    'tests/test_dist_swin.py',
+    'tests/test_tools/test_dist_train.py',
+    'tests/test_tools/test_test_tool.py',
+    'tests/test_engine/test_step_features.py',
+    'tests/test_tools/test_train_tool.py',
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    # tools/run_tests.sh distributes whole modules (--dist loadfile: a
+    # module's training run or fresh environment, module-scoped fixtures,
+    # is built once) in the order of the workers' collection
+    # (--no-loadscope-reorder).
+    if not hasattr(config, 'workerinput'):  # not an xdist worker
+        return
+
+    def rank(item):
+        path = item.nodeid.split('::')[0]
+        return LONG_FIRST.index(path) if path in LONG_FIRST \
+            else len(LONG_FIRST)
+
+    # Stable: the order within a module, and of the other modules, stays.
+    items.sort(key=rank)
