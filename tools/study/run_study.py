@@ -86,7 +86,10 @@ NOT_APPLICABLE = {
     'refuses AugDrop for it'}
 SEEDS = (0, 1, 2)
 #: Overrides of the smoke version: same configs and code path, tiny sizes.
-SMOKE = dict(num_train=256, num_test=500, epochs=2, seeds=(0, 1))
+#: Sized for the test suite's time (tests/test_study_smoke.py): 128 images
+#: are 2 iterations of 64 per epoch, so each epoch's mean loss still
+#: averages steps; 100 test images, less than one validation batch.
+SMOKE = dict(num_train=128, num_test=100, epochs=2, seeds=(0, 1))
 #: Checkpoints of claim (2), as fractions of the training epochs.
 LOSS_POINTS = (0.25, 0.5, 0.75, 1.0)
 DOCS_BEGIN = '<!-- study:begin (written by tools/study/run_study.py) -->'
@@ -179,7 +182,7 @@ REGIMES = {
         # ones the last 10k, which no run trains on.
         sweep=dict(name='augdrop', label='AugDrop', arch='vit',
                    variants=('augdrop-r0.1', 'augdrop-r0.2', 'augdrop-r0.3'),
-                   heldout=(50000, 10000), smoke_heldout=(59500, 500)),
+                   heldout=(50000, 10000), smoke_heldout=(59900, 100)),
         claims=(1, 2),
         estimate='26 runs: the first 23 took 69 minutes measured with '
         '`--jobs 2` on 2 free cores (2026-11-30), the 3 of augmask-bnmain '
