@@ -240,8 +240,8 @@ def test_swin_weights_equal_runner_ddp(swin_runs, engine):
 # seed, restored on resume): a resumed run re-seeds the global generators,
 # so Mixup/CutMix, flips and the main pass's drop-path would draw other
 # numbers than an uninterrupted run in the epochs after the resume.
-# The schedule's end is fixed: by default it is the run's max_epochs, which
-# the first part of the interrupted run sets to 1.
+# The schedule's end is fixed at epoch 2, not read from the run's
+# max_epochs: a run stopped early had the same schedule.
 DETERMINISTIC = """
 model = dict(backbone=dict(drop_path_rate=0.0), train_cfg=None)
 param_scheduler = [dict(type='CosineAnnealingLR', by_epoch=True, T_max=2,
@@ -259,14 +259,17 @@ def test_save_resume_continue_equals_uninterrupted(engine, image_folder,
     cfg = write_config(tmp_path, AUGMASK_CFG, engine, 'cfg')
     with open(cfg, 'a') as f:
         f.write(DETERMINISTIC)
-    data = {'train_dataloader.dataset.data_root': image_folder}
+    data = {'train_dataloader.dataset.data_root': image_folder,
+            'train_cfg.max_epochs': 2}
     whole, parts = str(tmp_path / 'whole'), str(tmp_path / 'parts')
-    proc = dist_train(cfg, whole, **data, **{'train_cfg.max_epochs': 2})
+    proc = dist_train(cfg, whole, **data)
     assert proc.returncode == 0, proc.stdout[-6000:]
-    proc = dist_train(cfg, parts, **data, **{'train_cfg.max_epochs': 1})
-    assert proc.returncode == 0, proc.stdout[-6000:]
-    proc = dist_train(cfg, parts, '--resume', **data,
-                      **{'train_cfg.max_epochs': 2})
+    # The interrupted run: stopped after its first epoch, resumed from the
+    # checkpoint it saved then -- the uninterrupted run's, written by the
+    # same hook at the same point (one launch less than training that
+    # epoch again).
+    proc = dist_train(cfg, parts, '--resume', osp.join(whole, 'epoch_1.pth'),
+                      **data)
     assert proc.returncode == 0, proc.stdout[-6000:]
     assert 'resumed epoch: 1, iter: 2' in proc.stdout
     for resumed, uninterrupted in zip(probes(parts), probes(whole)):
@@ -332,51 +335,76 @@ def test_zoo_large_model_config_trains(name, tmp_path):
 
 
 # -- without our switch: never trains without the sub-model -----------------
-def _train_without_switch(rank, world, port, strategy, data_root, out):
+#: (strategy, world size) of the runs without our switch.
+WITHOUT_SWITCH = [('FSDPStrategy', 1), ('FSDPStrategy', 2), ('DDPStrategy', 2)]
+
+
+def _train_without_switch(rank, data_root, out):
     """FlexibleRunner built directly from the AugMask toy config with
     mmengine's own strategy and wrapper (as mmpretrain's train tool would,
-    without prepare_augsub_config); writes the error it stops with."""
+    without prepare_augsub_config), for each of WITHOUT_SWITCH in turn: the
+    2-process runs, then rank 0 alone in a group of its own; writes the
+    error each run stops with."""
     import os
 
     import torch.distributed as dist
     from mmengine.runner import FlexibleRunner
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
-                      RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world))
-    # gloo here: mmengine's init_dist would call cuda.set_device.
-    dist.init_process_group('gloo', rank=rank, world_size=world)
-    cfg = Config.fromfile(AUGMASK_CFG)
-    cfg.train_dataloader.dataset.data_root = data_root
-    cfg.update(launcher='pytorch', work_dir=osp.join(out, 'work'),
-               val_cfg=None, val_dataloader=None, val_evaluator=None,
-               runner_type='FlexibleRunner')
-    cfg.pop('model_wrapper_cfg')
-    # CPU devices: mmengine's wrappers default to CUDA device LOCAL_RANK.
-    cfg.strategy = dict(type=strategy, model_wrapper=(
-        dict(device_id=torch.device('cpu')) if strategy == 'FSDPStrategy'
-        else dict(type='MMDistributedDataParallel', device_ids=None)))
-    try:
-        FlexibleRunner.from_cfg(cfg).train()
-        result = 'trained'
-    except RuntimeError as error:
-        result = str(error)
-    torch.save(result, osp.join(out, f'result{rank}.pt'))
-    dist.barrier()
-    dist.destroy_process_group()
+    for world in (2, 1):
+        if rank >= world:
+            break
+        os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank),
+                          WORLD_SIZE=str(world))
+        # gloo here: mmengine's init_dist would call cuda.set_device.
+        dist.init_process_group(
+            'gloo', init_method=f'file://{osp.join(out, f"init{world}")}',
+            rank=rank, world_size=world)
+        for strategy in [s for s, w in WITHOUT_SWITCH if w == world]:
+            name = f'{strategy}_{world}'
+            cfg = Config.fromfile(AUGMASK_CFG)
+            cfg.train_dataloader.dataset.data_root = data_root
+            # A name of its own: Runners in one process share visualizer
+            # and message hub instances by experiment name.
+            cfg.update(launcher='pytorch', work_dir=osp.join(out, name),
+                       experiment_name=f'without_switch_{name}',
+                       val_cfg=None, val_dataloader=None, val_evaluator=None,
+                       runner_type='FlexibleRunner')
+            cfg.pop('model_wrapper_cfg')
+            # CPU devices: mmengine's wrappers default to CUDA device
+            # LOCAL_RANK.
+            cfg.strategy = dict(type=strategy, model_wrapper=(
+                dict(device_id=torch.device('cpu'))
+                if strategy == 'FSDPStrategy' else
+                dict(type='MMDistributedDataParallel', device_ids=None)))
+            try:
+                FlexibleRunner.from_cfg(cfg).train()
+                result = 'trained'
+            except RuntimeError as error:
+                result = str(error)
+            torch.save(result, osp.join(out, f'{name}_rank{rank}.pt'))
+            dist.barrier()
+        dist.destroy_process_group()
 
 
-@pytest.mark.parametrize('strategy,world', [('FSDPStrategy', 1),
-                                            ('FSDPStrategy', 2),
-                                            ('DDPStrategy', 2)])
-def test_mmengine_strategy_without_switch_refuses(strategy, world,
-                                                  image_folder, tmp_path):
+@pytest.fixture(scope='module')
+def without_switch(tmp_path_factory, image_folder):
+    """{(strategy, world): [result of each rank]}: every run of
+    WITHOUT_SWITCH in one launch of 2 processes (each launch costs the
+    imports of two interpreters)."""
     import torch.multiprocessing as mp
-    mp.start_processes(
-        _train_without_switch,
-        args=(world, free_port(), strategy, image_folder, str(tmp_path)),
-        nprocs=world, start_method='spawn')
-    for rank in range(world):
-        result = torch.load(str(tmp_path / f'result{rank}.pt'))
+    out = tmp_path_factory.mktemp('without_switch')
+    mp.start_processes(_train_without_switch, args=(image_folder, str(out)),
+                       nprocs=2, start_method='spawn')
+    return {(strategy, world): [
+        torch.load(str(out / f'{strategy}_{world}_rank{rank}.pt'))
+        for rank in range(world)] for strategy, world in WITHOUT_SWITCH}
+
+
+@pytest.mark.parametrize('strategy,world', WITHOUT_SWITCH)
+def test_mmengine_strategy_without_switch_refuses(strategy, world,
+                                                  without_switch):
+    results = without_switch[strategy, world]
+    assert len(results) == world
+    for result in results:
         assert 'AugSubClassifier was asked for a plain training loss' \
             in result, result
 

@@ -5,6 +5,7 @@ iteration) while each drew its own masks. mmengine's plain
 DDP wrapper must fail loudly instead of training without the sub-model."""
 import os.path as osp
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from tool_runner import (AUGMASK_CFG, REPO, data_options, final_lines,
@@ -73,9 +74,9 @@ def test_ranks_draw_their_own_masks_without_diff_rank_seed(tmp_path,
     assert torch.equal(rank0['params'], rank1['params'])
 
 
-def _train_step_under(rank: int, wrapper: str, init_file: str, out: str):
-    """One training step of the AugMask toy model under ``wrapper``, on a
-    2-process gloo group; writes the log variables or the error."""
+def _train_step_under(rank: int, init_file: str, out: str):
+    """One training step of the AugMask toy model under each of WRAPPERS,
+    on one 2-process gloo group; writes the log variables or the error."""
     import sys
     sys.path.insert(0, REPO)
     import augsub_mm  # noqa: F401
@@ -88,46 +89,59 @@ def _train_step_under(rank: int, wrapper: str, init_file: str, out: str):
     torch.distributed.init_process_group(
         'gloo', init_method=f'file://{init_file}', rank=rank, world_size=2)
     try:
-        torch.manual_seed(rank)
-        model = MODELS.build(Config.fromfile(AUGMASK_CFG).model)
-        ddp = MODEL_WRAPPERS.build(
-            dict(type=wrapper, module=model, device_ids=None))
-        optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
-        data = dict(
-            inputs=[torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8)
-                    for _ in range(4)],
-            data_samples=[DataSample().set_gt_label(c) for c in range(4)])
-        try:
-            result = sorted(ddp.train_step(data, optim))
-        except RuntimeError as error:
-            result = str(error)
-        torch.save(result, f'{out}{rank}.pt')
+        for wrapper in WRAPPERS:
+            torch.manual_seed(rank)
+            model = MODELS.build(Config.fromfile(AUGMASK_CFG).model)
+            ddp = MODEL_WRAPPERS.build(
+                dict(type=wrapper, module=model, device_ids=None))
+            optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+            data = dict(
+                inputs=[torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8)
+                        for _ in range(4)],
+                data_samples=[DataSample().set_gt_label(c)
+                              for c in range(4)])
+            try:
+                result = sorted(ddp.train_step(data, optim))
+            except RuntimeError as error:
+                result = str(error)
+            torch.save(result, f'{out}_{wrapper}_{rank}.pt')
+            # Both ranks are done with this wrapper before the next one
+            # builds its own (DDP's constructor broadcasts the weights).
+            torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
 
-def train_step_under(wrapper: str, tmp_path) -> list:
-    out = str(tmp_path / 'result')
+#: The plain DDP wrapper and, as its control, ours: same model, data and
+#: group (one launch for both: each costs the imports of two interpreters).
+WRAPPERS = ('MMDistributedDataParallel', 'AugSubDistributedDataParallel')
+
+
+@pytest.fixture(scope='module')
+def step_results(tmp_path_factory) -> dict:
+    """{wrapper: [result of each rank]}."""
+    tmp = tmp_path_factory.mktemp('train_step_under')
+    out = str(tmp / 'result')
     mp.start_processes(
         _train_step_under,
-        args=(wrapper, str(tmp_path / 'init'), out),
+        args=(str(tmp / 'init'), out),
         nprocs=2,
         start_method='spawn')
-    return [torch.load(f'{out}{rank}.pt') for rank in (0, 1)]
+    return {wrapper: [torch.load(f'{out}_{wrapper}_{rank}.pt')
+                      for rank in (0, 1)] for wrapper in WRAPPERS}
 
 
-def test_plain_ddp_wrapper_fails_loudly(tmp_path):
-    for result in train_step_under('MMDistributedDataParallel', tmp_path):
+def test_plain_ddp_wrapper_fails_loudly(step_results):
+    for result in step_results['MMDistributedDataParallel']:
         assert isinstance(result, str), result
         assert 'the model wrapper runs its own training step and would ' \
             'skip the sub-model. Add to your config: model_wrapper_cfg = ' \
             "dict(type='AugSubDistributedDataParallel')" in result
 
 
-def test_augsub_wrapper_runs_the_same_step(tmp_path):
+def test_augsub_wrapper_runs_the_same_step(step_results):
     """Control for the test above: same model, data and group, the AugSub
     wrapper trains both branches."""
-    for result in train_step_under('AugSubDistributedDataParallel',
-                                   tmp_path):
+    for result in step_results['AugSubDistributedDataParallel']:
         assert isinstance(result, list), result
         assert {'loss', 'loss_sub'} <= set(result)
