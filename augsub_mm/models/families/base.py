@@ -6,7 +6,7 @@ should do) lives in one :class:`BackboneFamily` subclass per family, in one
 file of this package. Adding a family means adding one file and one line in
 ``FAMILIES`` (see ``__init__.py``).
 """
-from typing import Iterator, List, Tuple
+from typing import List, Tuple
 
 import torch.nn as nn
 from mmcv.cnn.bricks import DropPath
@@ -129,8 +129,3 @@ class BackboneFamily:
         skipping work.
         """
         return []
-
-
-def iter_modules_of(root: nn.Module, types) -> Iterator[nn.Module]:
-    """All sub-modules of ``root`` that are instances of ``types``."""
-    return (m for m in root.modules() if isinstance(m, types))
