@@ -1,7 +1,6 @@
 """Settings AugSub cannot train exactly stop with an error that names them;
 settings that look exotic but can be trained are trained exactly."""
 import os
-import os.path as osp
 import re
 import socket
 from unittest.mock import MagicMock, patch
@@ -23,7 +22,6 @@ from augsub_mm.checkpoint import register_checkpoint_globals
 from augsub_mm.models import AugSubClassifier
 from augsub_mm.models.utils import mask_input_patches
 from augsub_mm.models.wrappers import AugSubDistributedDataParallel
-from conftest import data_root_options
 
 VIT = dict(type='VisionTransformer',
            arch=dict(embed_dims=16, num_layers=2, num_heads=2,
@@ -53,19 +51,6 @@ def batch(n=4, size=32):
 
 def sgd(model):
     return OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
-
-
-# -- compile ------------------------------------------------------------------
-def test_compile_in_the_config_is_refused(tiny_configs, image_folder,
-                                          tmp_path):
-    cfg = Config.fromfile(osp.join(tiny_configs, 'vit-tiny_augmask_toy.py'))
-    cfg.merge_from_dict(data_root_options(image_folder))
-    cfg.work_dir = str(tmp_path)
-    cfg.compile = dict(backend='eager')
-    runner = Runner.from_cfg(cfg)
-    with pytest.raises(RuntimeError, match='Remove `compile`'):
-        runner.train()
-    assert runner.iter == 0  # refused before the first step
 
 
 # -- distributed, world size 1 ------------------------------------------------
@@ -101,9 +86,6 @@ def test_world_size_one_augsub_wrapper_trains_both_passes(world_of_one):
     ddp = AugSubDistributedDataParallel(model)
     log_vars = ddp.train_step(batch(), sgd(model))
     assert {'loss', 'loss_sub'} <= set(log_vars)
-    # The Runner compiling the wrapper's step is refused there too.
-    with pytest.raises(RuntimeError, match='compile'):
-        ddp.train_step = torch.compile(ddp.train_step)
 
 
 def test_plain_training_loss_is_refused_whatever_the_world_size():

@@ -12,7 +12,7 @@ from mmpretrain.models.backbones import DeiT3
 
 from augsub_mm.models.families import get_family
 from augsub_mm.models.submodels import AugPath
-from augsub_mm.models.utils.drop_path import (MIN_SAVED_WORK,
+from augsub_mm.models.utils.drop_path import (MIN_SAVED_WORK, SkippingDropPath,
                                               draw_kept_samples,
                                               skipping_drop_path)
 
@@ -166,8 +166,10 @@ def snapshot(backbone):
 def test_engage_restores_every_module_also_when_the_forward_raises(
         skip, monkeypatch):
     backbone = tiny_backbone('vit')
-    before = snapshot(backbone)
     augpath = AugPath(0.5, skip=skip)
+    # The hooks are registered once, at bind, and stay (switched off).
+    augpath.bind(backbone)
+    before = snapshot(backbone)
 
     def broken(x):
         raise RuntimeError('boom')
@@ -187,18 +189,16 @@ def test_engage_restores_every_module_also_when_the_forward_raises(
 
 
 def test_skip_decision():
-    backbone = tiny_backbone('vit')
-    attn = backbone.layers[0].attn
 
-    def hooks_on_branch(augpath):
-        # Past the first step's check that the sub-model acts (its counting
-        # hooks are gone): only the skipping hook remains.
-        augpath._acted_checked = True
-        with augpath.engage(backbone):
-            return len(attn._forward_pre_hooks)
+    def skipping_hooks(augpath):
+        backbone = tiny_backbone('vit')
+        augpath.bind(backbone)
+        hooks = backbone.layers[0].attn._forward_pre_hooks.values()
+        return [h for h in hooks
+                if isinstance(getattr(h, '__self__', None), SkippingDropPath)]
 
-    assert hooks_on_branch(AugPath(0.5)) == 1
-    assert hooks_on_branch(AugPath(0.5, skip=False)) == 0
+    assert len(skipping_hooks(AugPath(0.5))) == 1
+    assert skipping_hooks(AugPath(0.5, skip=False)) == []
     assert MIN_SAVED_WORK > 0
 
 

@@ -16,6 +16,7 @@ from augsub_mm.models import AugDrop, AugMask, AugPath
 from augsub_mm.models.families import (ConvFamily, SwinFamily, ViTFamily,
                                        get_family)
 from augsub_mm.models.utils import num_kept
+from augsub_mm.models.utils.drop_path import SkippingDropPath
 
 VIT_ARCH = dict(embed_dims=32, num_layers=2, num_heads=2,
                 feedforward_channels=64)
@@ -312,9 +313,12 @@ class TestAugPath:
             augpath._acted_checked = True  # no counting hooks (first step)
             torch.manual_seed(2)
             with augpath.engage(backbone):
-                hooked = len(backbone.stages[0].blocks[0].attn.
-                             _forward_pre_hooks)
+                hooked = sum(
+                    isinstance(getattr(h, '__self__', None), SkippingDropPath)
+                    for h in backbone.stages[0].blocks[0].attn.
+                    _forward_pre_hooks.values())
                 out = backbone(x)[0]
+            augpath.unbind()
             out.backward(upstream)
             results[skip] = hooked, out.detach(), [
                 p.grad.clone() for p in params] + [x.grad.clone()]
@@ -349,9 +353,11 @@ class TestAugPath:
 @pytest.mark.parametrize('kind', TOKEN + CNN)
 def test_every_module_restored_also_when_the_sub_forward_raises(kind):
     backbone = build(kind)
-    before = snapshot(backbone)
+    original = snapshot(backbone)
     for submodel in applicable(kind):
+        # The hooks are registered at bind and stay, switched off.
         submodel.bind(backbone)
+        before = snapshot(backbone)
         allow_training(submodel)
         with submodel.engage(backbone):
             backbone(input_for(kind))
@@ -365,6 +371,9 @@ def test_every_module_restored_also_when_the_sub_forward_raises(kind):
             with submodel.engage(backbone):
                 backbone(torch.rand(2, 5, 32, 32))  # fails inside
         assert snapshot(backbone) == before, submodel
+        assert not submodel.switch.on
+        submodel.unbind()
+        assert snapshot(backbone) == original, submodel
 
 
 def classifier(kind, augsub):

@@ -91,11 +91,19 @@ def test_avg_featmap_averages_kept_tokens_only():
     assert torch.allclose(feat, expected)
 
 
-def test_hook_removed_when_forward_raises():
+def test_hook_switched_off_when_forward_raises():
     backbone = VisionTransformer(arch=ARCH, img_size=32, patch_size=4)
     augmask = AugMask(ratio=0.5)
     augmask.bind(backbone)
     with pytest.raises(RuntimeError):
         with augmask.engage(backbone):
             backbone(torch.rand(2, 5, 32, 32))  # wrong channel count
+    assert not augmask.switch.on
+    x = torch.rand(2, 3, 32, 32)
+    seen = []
+    backbone.layers[0].register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].shape[1]))
+    backbone(x)
+    assert seen == [1 + 64]  # every token: the hook does nothing
+    augmask.unbind()
     assert not backbone.drop_after_pos._forward_hooks

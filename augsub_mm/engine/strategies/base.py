@@ -6,6 +6,12 @@ from mmengine.registry import STRATEGIES
 DDP_WRAPPER = 'AugSubDistributedDataParallel'
 
 
+def wants_compile(compile) -> bool:
+    """Whether a strategy's ``compile`` argument asks for torch.compile, as
+    mmengine reads it (``False``/None: no; ``True`` or any dict: yes)."""
+    return compile is not None and compile is not False
+
+
 class CountsIterations:
     """Strategy mixin: the optimizer wrapper counts iterations from the
     run's iteration, as under the default Runner.

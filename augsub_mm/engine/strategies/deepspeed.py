@@ -7,7 +7,7 @@ from mmengine._strategy.deepspeed import (DeepSpeedOptimWrapper,
                                           MMDeepSpeedEngineWrapper)
 from mmengine.registry import MODEL_WRAPPERS, STRATEGIES
 
-from .base import CountsIterations
+from .base import CountsIterations, wants_compile
 
 
 class DeepSpeedStepOptimWrapper:
@@ -149,6 +149,16 @@ class AugSubDeepSpeedStrategy(CountsIterations, DeepSpeedStrategy):
             # else is set by now.
             if not (error.name or '').startswith('deepspeed.runtime.fp16'):
                 raise
+
+    def prepare(self, model, **kwargs):
+        if wants_compile(kwargs.get('compile')):
+            # mmengine's DeepSpeedStrategy drops it without a word.
+            raise ValueError(
+                'AugSubDeepSpeedStrategy cannot compile the model: '
+                "mmengine's DeepSpeedStrategy ignores `compile` (the step "
+                'would run eagerly). Remove `compile` from the config, or '
+                "use strategy=dict(type='AugSubDDPStrategy') to compile.")
+        return super().prepare(model, **kwargs)
 
     def _wrap_model(self, model: torch.nn.Module
                     ) -> AugSubDeepSpeedEngineWrapper:

@@ -1,4 +1,5 @@
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from typing import Callable, Dict, Iterator, List, Optional, Union
 
 import torch
@@ -36,20 +37,6 @@ WRAPPER_HINT = ("model_wrapper_cfg = dict(type='AugSubDistributedDataParallel')"
 # Heads whose loss() is "score = self(feats); self._get_loss(score, ...)":
 # the main branch computes the score once and reuses it as the teacher.
 STANDARD_HEAD_LOSSES = (ClsHead.loss, MultiLabelClsHead.loss)
-COMPILE_HINT = (
-    'torch.compile of the AugSub training step is not supported: Dynamo '
-    'does not see the hooks the sub pass adds per step, so the compiled '
-    'step would train the sub-model without its masking/drop (measured). '
-    'Remove `compile` from the config; the validation and test steps are '
-    'not affected.')
-
-
-def refuse_compiled_train_step(name: str, value) -> None:
-    """Raise when ``value`` is a ``torch.compile``-d ``train_step`` being
-    set on the model or its wrapper: what mmengine's Runner does for
-    ``compile`` in a config."""
-    if name == 'train_step' and hasattr(value, '_torchdynamo_orig_callable'):
-        raise RuntimeError(COMPILE_HINT)
 
 
 def checkpointing_module(module: nn.Module) -> Optional[str]:
@@ -255,10 +242,6 @@ class AugSubClassifier(ImageClassifier):
         sub_loss.match_head_loss(self.head.loss_module)
         self.sub_loss = sub_loss
 
-    def __setattr__(self, name: str, value) -> None:
-        refuse_compiled_train_step(name, value)
-        super().__setattr__(name, value)
-
     def _check_joint_without_checkpointing(self) -> None:
         name = checkpointing_module(self.backbone)
         if name is not None:
@@ -298,10 +281,16 @@ class AugSubClassifier(ImageClassifier):
                     '(the training step does it).')
             return self._sub_branch(inputs, teacher)
         if mode == 'augsub_joint':
-            main_losses, teacher = self._main_branch(inputs, data_samples)
-            with self.sub_pass(sub_seed, inputs.device):
-                return main_losses, self._sub_branch(inputs, teacher)
+            return self._joint_branches(inputs, data_samples, sub_seed)
         return super().forward(inputs, data_samples, mode)
+
+    # Not traced by torch.compile, but what it calls is: the sub pass is
+    # engaged (seeded stream, switch) in eager code, between graphs.
+    @partial(torch.compiler.disable, recursive=False)
+    def _joint_branches(self, inputs, data_samples, sub_seed):
+        main_losses, teacher = self._main_branch(inputs, data_samples)
+        with self.sub_pass(sub_seed, inputs.device):
+            return main_losses, self._sub_branch(inputs, teacher)
 
     _sub_pass_active = False
     _joint_checked = False
@@ -373,6 +362,12 @@ class AugSubClassifier(ImageClassifier):
                    optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
         return self.augsub_train_step(self, data, optim_wrapper)
 
+    # torch.compile (the Runner's `compile`, which compiles `train_step`):
+    # this frame stays eager -- it engages the sub pass and switches random
+    # streams -- and so do the data preprocessor, the losses' parsing, the
+    # backward calls and the optimizer update (`eager`); what is compiled is
+    # the forward of each branch (and, through AOTAutograd, its backward).
+    @partial(torch.compiler.disable, recursive=False)
     def augsub_train_step(self, model: nn.Module, data: Union[dict, tuple,
                                                               list],
                           optim_wrapper: OptimWrapper
@@ -395,7 +390,7 @@ class AugSubClassifier(ImageClassifier):
         """
         with optim_wrapper.optim_context(model):
             # Once: Mixup/CutMix are drawn here and shared by both branches.
-            data = self.data_preprocessor(data, True)
+            data = eager(self.data_preprocessor, data, True)
         inputs, data_samples = data['inputs'], data['data_samples']
         seed = sub_pass_seed(optim_wrapper._inner_count)
 
@@ -408,9 +403,9 @@ class AugSubClassifier(ImageClassifier):
             with optim_wrapper.optim_context(model):
                 main_losses, sub_losses = model(
                     inputs, data_samples, mode='augsub_joint', sub_seed=seed)
-            main_loss, log_vars = self.parse_losses(main_losses)
-            sub_loss, sub_vars = self.parse_losses(sub_losses)
-            optim_wrapper.update_params((main_loss + sub_loss) / 2)
+            main_loss, log_vars = eager(self.parse_losses, main_losses)
+            sub_loss, sub_vars = eager(self.parse_losses, sub_losses)
+            eager(optim_wrapper.update_params, (main_loss + sub_loss) / 2)
         else:
             # Pass 1 only accumulates gradients locally: DDP all-reduces
             # once, in pass 2, the summed gradient. Backpropagating here
@@ -421,20 +416,34 @@ class AugSubClassifier(ImageClassifier):
                 with optim_wrapper.optim_context(model):
                     main_losses, teacher = model(
                         inputs, data_samples, mode='augsub_main')
-                main_loss, log_vars = self.parse_losses(main_losses)
-                _backward_uncounted(optim_wrapper, main_loss / 2)
+                main_loss, log_vars = eager(self.parse_losses, main_losses)
+                eager(_backward_uncounted, optim_wrapper, main_loss / 2)
             with self.sub_pass(seed, inputs.device):
                 with optim_wrapper.optim_context(model):
                     sub_losses = model(inputs, teacher=teacher,
                                        mode='augsub_sub')
-                sub_loss, sub_vars = self.parse_losses(sub_losses)
-                optim_wrapper.update_params(sub_loss / 2)
+                sub_loss, sub_vars = eager(self.parse_losses, sub_losses)
+                eager(optim_wrapper.update_params, sub_loss / 2)
         if getattr(model, 'detect_anomalous_params', False):
             # Graphs are freed but their nodes remain: a parameter in
             # neither graph got no gradient from this step.
             detect_anomalous_params(main_loss + sub_loss, model=model)
         log_vars.update((k, v) for k, v in sub_vars.items() if k != 'loss')
         return log_vars
+
+
+@torch.compiler.disable
+def eager(fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)``, never compiled (nor what it calls).
+
+    Under the Runner's ``compile``, the AugSub step compiles the branches'
+    forwards only. Batch augmentations draw Python numbers (CutMix's box,
+    Mixup's lambda) that compiled code specializes on, so a compiled data
+    preprocessor recompiles every iteration until torch gives up on it;
+    mmengine's optimizer wrapper logs into growing buffers (gradient norm),
+    with the same effect. Neither gains from compiling.
+    """
+    return fn(*args, **kwargs)
 
 
 def _backward_uncounted(optim_wrapper: OptimWrapper,

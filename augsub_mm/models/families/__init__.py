@@ -26,8 +26,9 @@ import warnings
 import torch.nn as nn
 from mmpretrain.models import backbones as zoo
 
-from .base import MASKINGS, BackboneFamily
+from .base import MASKINGS, BackboneFamily, SubPassSwitch, SwitchedHook
 from .grid import GridTokenFamily
+from .revvit import RevViTFamily
 from .swin import SwinFamily
 from .vit import ViTFamily
 
@@ -112,7 +113,7 @@ GRID_FAMILIES = [
 ]
 
 #: Adapters in lookup order; the unlisted fallback comes last.
-FAMILIES = [ViTFamily, SwinFamily, *GRID_FAMILIES, ConvFamily,
+FAMILIES = [ViTFamily, RevViTFamily, SwinFamily, *GRID_FAMILIES, ConvFamily,
             UnlistedFamily]
 
 
@@ -121,5 +122,6 @@ def get_family(backbone: nn.Module) -> BackboneFamily:
     return next(f for f in FAMILIES if f.matches(backbone))(backbone)
 
 
-__all__ = ['MASKINGS', 'BackboneFamily', 'ViTFamily', 'SwinFamily',
-           'GridTokenFamily', 'ConvFamily', 'FAMILIES', 'get_family']
+__all__ = ['MASKINGS', 'BackboneFamily', 'SubPassSwitch', 'SwitchedHook',
+           'ViTFamily', 'SwinFamily', 'GridTokenFamily', 'ConvFamily',
+           'FAMILIES', 'get_family']

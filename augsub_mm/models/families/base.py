@@ -6,7 +6,8 @@ should do) lives in one :class:`BackboneFamily` subclass per family, in one
 file of this package. Adding a family means adding one file and one line in
 ``FAMILIES`` (see ``__init__.py``).
 """
-from typing import List, Tuple
+from functools import partial
+from typing import Callable, List, Tuple
 
 import torch.nn as nn
 from mmcv.cnn.bricks import DropPath
@@ -22,6 +23,44 @@ MASKINGS = ('token_drop', 'mask_token', 'input')
 NOT_BLOCK_DROPOUTS = frozenset((
     'attn_drop', 'attn_dropout', 'attention_dropout', 'drop_after_pos',
     'pos_drop', 'position_encoding_drops'))
+
+
+class SubPassSwitch:
+    """What the sub-model's hooks read: ``on`` only during the sub pass
+    (forward, and backward where blocks recompute their forward), and
+    ``calls``, the count of calls that applied the sub-model, while the
+    first sub pass is being checked (None otherwise).
+
+    The hooks are registered once, when the sub-model is bound to its
+    backbone, and do nothing while the switch is off. ``torch.compile``
+    traces them and guards on the values read here, so a compiled forward
+    keeps one graph with the switch off (the main pass, validation) and one
+    with it on (the sub pass); hooks added per step would not be seen by a
+    graph traced before them.
+    """
+
+    def __init__(self):
+        self.on = False
+        self.calls = None
+
+
+class SwitchedHook:
+    """A forward (pre-)hook that calls ``fn(module, *args)`` only while
+    ``switch.on``. An object rather than a closure: a deep copy of the model
+    (mmengine's EMA) copies it along with the module it points to."""
+
+    def __init__(self, switch: SubPassSwitch, fn: Callable):
+        self.switch = switch
+        self.fn = fn
+
+    def __call__(self, module: nn.Module, *args):
+        if self.switch.on:
+            return self.fn(module, *args)
+        return None
+
+
+def _drop_site_tokens(module, args, out, ratio: float, prefix: int):
+    return drop_tokens(out, ratio, prefix)
 
 
 class BackboneFamily:
@@ -68,15 +107,16 @@ class BackboneFamily:
         from, and the number of prefix tokens (class token, ...) it holds."""
         raise NotImplementedError
 
-    def token_drop_hook(self, ratio: float
-                        ) -> Tuple[RemovableHandle, nn.Module]:
-        """Hook :meth:`token_drop_site` so that its output keeps
-        ``int(L * (1 - ratio))`` random patch tokens per sample; returns the
-        hook's handle and the hooked module."""
+    def token_drop_hooks(self, ratio: float, switch: SubPassSwitch
+                         ) -> Tuple[List[RemovableHandle], nn.Module]:
+        """Hook :meth:`token_drop_site` so that, while ``switch`` is on, its
+        output keeps ``int(L * (1 - ratio))`` random patch tokens per
+        sample; returns the hooks' handles and the module whose call applies
+        the masking."""
         site, prefix = self.token_drop_site()
-        handle = site.register_forward_hook(
-            lambda module, args, out: drop_tokens(out, ratio, prefix))
-        return handle, site
+        hook = SwitchedHook(switch, partial(_drop_site_tokens, ratio=ratio,
+                                            prefix=prefix))
+        return [site.register_forward_hook(hook)], site
 
     # -- AugDrop --------------------------------------------------------
     def dropout_layers(self) -> List[nn.Dropout]:

@@ -21,14 +21,14 @@ A family is one subclass naming its backbone classes and, where it is not
 ``patch_embed``, its embedding module.
 """
 import math
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 from torch.utils.hooks import RemovableHandle
 
 from ..utils.masking import block_mask, expand_block_mask
-from .base import BackboneFamily
+from .base import BackboneFamily, SubPassSwitch, SwitchedHook
 
 
 def replace_masked_tokens(x: torch.Tensor, hw_shape: Tuple[int, int],
@@ -149,57 +149,64 @@ class GridTokenFamily(BackboneFamily):
                 f'{stride[0]}; the paper uses 32 with Swin\'s 4.')
         return block_pixels // stride[0]
 
-    def mask_token_hook(self, mask_token: nn.Parameter, ratio: float,
-                        block_pixels: int
-                        ) -> Tuple[RemovableHandle, nn.Module]:
-        """Hook the embedding so that ``ratio`` of the blocks of
-        ``block_pixels`` pixels of its output are replaced by
-        ``mask_token``; returns the handle and the hooked module."""
+    def mask_token_hooks(self, owner: nn.Module, ratio: float,
+                         block_pixels: int, switch: SubPassSwitch
+                         ) -> Tuple[List[RemovableHandle], nn.Module]:
+        """Hook the embedding so that, while ``switch`` is on, ``ratio`` of
+        the blocks of ``block_pixels`` pixels of its output are replaced by
+        ``owner.mask_token`` (read at each call: wrappers such as FSDP may
+        swap the parameter object); returns the handles and the hooked
+        module."""
         site = self.embed_module()
-        input_hw = {}
-
-        def record_input(module, args):
-            input_hw['hw'] = args[0].shape[-2:]
-
-        def hook(module, args, out):
-            x, rest = (out[0], out[1:]) if isinstance(out, tuple) else \
-                (out, None)
-            if x.dim() == 4 and x.shape[1] == mask_token.numel():
-                hw = None
-                H, W = x.shape[-2:]
-            else:
-                if x.shape[-1] != mask_token.numel():
-                    raise ValueError(
-                        f'AugMask: the output of {self.embed!r} of '
-                        f'{type(self.backbone).__name__} has shape '
-                        f'{tuple(x.shape)}, which is neither (B, C, H, W) nor '
-                        f'(B, N, ..., C) with C={mask_token.numel()}; the '
-                        "mask token cannot be placed. Use masking='input'.")
-                hw = tuple(rest[0]) if rest and len(rest[0]) == 2 else \
-                    (math.isqrt(x.shape[1]), ) * 2
-                if hw[0] * hw[1] != x.shape[1]:
-                    raise ValueError(
-                        f'AugMask cannot read the token grid of '
-                        f'{type(self.backbone).__name__}: {x.shape[1]} tokens '
-                        "are not a square grid. Use masking='input'.")
-                H, W = hw
-            in_h, in_w = input_hw['hw']
-            block = self.mask_block_tokens(
-                block_pixels, (token_stride(in_h, H), token_stride(in_w, W)))
-            x = replace_masked_tokens(x, hw, mask_token, ratio, block)
-            return x if rest is None else (x, *rest)
-
-        handles = [self.backbone.register_forward_pre_hook(record_input),
-                   site.register_forward_hook(hook)]
-        return _Handles(handles), site
+        hooks = _MaskTokenHooks(self, owner, ratio, block_pixels)
+        handles = [
+            self.backbone.register_forward_pre_hook(
+                SwitchedHook(switch, hooks.record_input)),
+            site.register_forward_hook(SwitchedHook(switch, hooks.replace))
+        ]
+        return handles, site
 
 
-class _Handles:
-    """Several hook handles removed as one."""
+class _MaskTokenHooks:
+    """The two hooks of :meth:`GridTokenFamily.mask_token_hooks`: the
+    backbone's input size (for the token stride), then the masking of the
+    embedding's output."""
 
-    def __init__(self, handles):
-        self.handles = handles
+    def __init__(self, family: GridTokenFamily, owner: nn.Module,
+                 ratio: float, block_pixels: int):
+        self.family = family
+        self.owner = owner
+        self.ratio = ratio
+        self.block_pixels = block_pixels
+        self.input_hw = None
 
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
+    def record_input(self, module, args):
+        self.input_hw = tuple(args[0].shape[-2:])
+
+    def replace(self, module, args, out):
+        family, mask_token = self.family, self.owner.mask_token
+        name = type(family.backbone).__name__
+        x, rest = (out[0], out[1:]) if isinstance(out, tuple) else (out, None)
+        if x.dim() == 4 and x.shape[1] == mask_token.numel():
+            hw = None
+            H, W = x.shape[-2:]
+        else:
+            if x.shape[-1] != mask_token.numel():
+                raise ValueError(
+                    f'AugMask: the output of {family.embed!r} of {name} has '
+                    f'shape {tuple(x.shape)}, which is neither (B, C, H, W) '
+                    f'nor (B, N, ..., C) with C={mask_token.numel()}; the '
+                    "mask token cannot be placed. Use masking='input'.")
+            hw = tuple(rest[0]) if rest and len(rest[0]) == 2 else \
+                (math.isqrt(x.shape[1]), ) * 2
+            if hw[0] * hw[1] != x.shape[1]:
+                raise ValueError(
+                    f'AugMask cannot read the token grid of {name}: '
+                    f"{x.shape[1]} tokens are not a square grid. Use "
+                    "masking='input'.")
+            H, W = hw
+        in_h, in_w = self.input_hw
+        block = family.mask_block_tokens(
+            self.block_pixels, (token_stride(in_h, H), token_stride(in_w, W)))
+        x = replace_masked_tokens(x, hw, mask_token, self.ratio, block)
+        return x if rest is None else (x, *rest)

@@ -1,11 +1,11 @@
-from contextlib import contextmanager
-from typing import Iterator
+from typing import List, Tuple
 
 import torch.nn as nn
 from mmpretrain.registry import MODELS
+from torch.utils.hooks import RemovableHandle
 
 from ..families import BackboneFamily, get_family
-from .base import BaseSubModel, overridden
+from .base import BaseSubModel, unwrap_compiled
 
 
 @MODELS.register_module()
@@ -24,15 +24,16 @@ class AugDrop(BaseSubModel):
     def check(self, family: BackboneFamily) -> None:
         family.dropout_layers()
 
-    @contextmanager
-    def engage(self, backbone: nn.Module) -> Iterator[None]:
-        layers = get_family(backbone).dropout_layers()
-        with overridden([(layer, 'p', self.ratio) for layer in layers]), \
-                self.watch(layers, in_training_only=True):
-            yield
+    def register_hooks(self,
+                       family: BackboneFamily) -> List[RemovableHandle]:
+        return self.count_calls(family.dropout_layers())
+
+    def overrides(self, family: BackboneFamily
+                  ) -> List[Tuple[object, str, object]]:
+        return [(layer, 'p', self.ratio) for layer in family.dropout_layers()]
 
     def describe(self, backbone: nn.Module) -> str:
-        layers = get_family(backbone).dropout_layers()
+        layers = get_family(unwrap_compiled(backbone)).dropout_layers()
         return f'dropout ({len(layers)} layers)'
 
     def inactive_reason(self, backbone: nn.Module) -> str:

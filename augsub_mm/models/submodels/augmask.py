@@ -8,10 +8,11 @@ from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.registry import MODELS
 from torch.optim import Optimizer
 from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.utils.hooks import RemovableHandle
 
-from ..families import MASKINGS, BackboneFamily, get_family
-from ..utils.masking import drop_tokens, mask_input_patches
-from .base import BaseSubModel
+from ..families import MASKINGS, BackboneFamily, SwitchedHook, get_family
+from ..utils.masking import mask_input_patches
+from .base import BaseSubModel, unwrap_compiled
 
 #: How the coverage matrix names each form of masking.
 MASKING_NAMES = dict(token_drop='token drop', mask_token='mask token',
@@ -66,6 +67,8 @@ class AugMask(BaseSubModel):
         torch.Size([2, 32])
     """
 
+    acts_in_eval = True
+
     def __init__(self, ratio: float = 0.5, masking: str = 'auto',
                  input_patch_size: int = 32, init_cfg=None):
         super().__init__(ratio, init_cfg=init_cfg)
@@ -102,7 +105,7 @@ class AugMask(BaseSubModel):
 
     def bind(self, backbone: nn.Module) -> None:
         super().bind(backbone)
-        family = get_family(backbone)
+        family = self._family
         if self.resolve(family) == 'mask_token' and self.mask_token is None:
             # 1-D, so that the recipes' flat_decay_mult=0.0 covers it.
             self.mask_token = nn.Parameter(
@@ -117,7 +120,8 @@ class AugMask(BaseSubModel):
         included) it shares. Read by ``AugSubOptimWrapperConstructor``."""
         if self.mask_token is None:
             return []
-        return [(self.mask_token, get_family(backbone).mask_token_anchor())]
+        return [(self.mask_token, get_family(
+            unwrap_compiled(backbone)).mask_token_anchor())]
 
     def check_optimizer(self, optimizer: Optimizer) -> None:
         """Check that the mask token is in a parameter group with
@@ -159,37 +163,41 @@ class AugMask(BaseSubModel):
         if _STEP_HOOK is None:
             _STEP_HOOK = register_optimizer_step_pre_hook(_check_before_step)
 
+    def register_hooks(self,
+                       family: BackboneFamily) -> List[RemovableHandle]:
+        masking = self.resolve(family)
+        if masking == 'token_drop':
+            handles, site = family.token_drop_hooks(self.ratio, self.switch)
+        elif masking == 'input':
+            site = family.backbone
+            handles = [site.register_forward_pre_hook(
+                SwitchedHook(self.switch, self._mask_input))]
+        else:
+            handles, site = family.mask_token_hooks(
+                self, self.ratio, self.input_patch_size, self.switch)
+        return handles + self.count_calls([site])
+
+    def _mask_input(self, module, args):
+        return (mask_input_patches(args[0], self.ratio,
+                                   self.input_patch_size), *args[1:])
+
     @contextmanager
     def engage(self, backbone: nn.Module) -> Iterator[None]:
-        family = get_family(backbone)
-        masking = self.resolve(family)
-        ratio = self.ratio
-        if masking == 'token_drop':
-            handle, site = family.token_drop_hook(ratio)
-        elif masking == 'input':
-            size = self.input_patch_size
-            site = backbone
-            handle = backbone.register_forward_pre_hook(
-                lambda module, args: (mask_input_patches(args[0], ratio, size),
-                                      *args[1:]))
-        else:
-            if self.mask_token.requires_grad and torch.is_grad_enabled() \
-                    and not self._optimizer_checked:
-                self._check_before_first_step()
-            handle, site = family.mask_token_hook(
-                self.mask_token, self.ratio, self.input_patch_size)
-        try:
-            with self.watch([site], in_training_only=False):
-                yield
-        finally:
-            handle.remove()
+        self.family(backbone)
+        if self.mask_token is not None and self.mask_token.requires_grad \
+                and torch.is_grad_enabled() and not self._optimizer_checked:
+            self._check_before_first_step()
+        with super().engage(backbone):
+            yield
 
     def describe(self, backbone: nn.Module) -> str:
-        return MASKING_NAMES[self.resolve(get_family(backbone))]
+        return MASKING_NAMES[self.resolve(
+            get_family(unwrap_compiled(backbone)))]
 
     def inactive_reason(self, backbone: nn.Module) -> str:
-        return ('the module it masks at '
-                f'({self.resolve(get_family(backbone))}) was never called.')
+        family = get_family(unwrap_compiled(backbone))
+        return (f'the module it masks at ({self.resolve(family)}) was '
+                'never called.')
 
     def extra_repr(self) -> str:
         return f'ratio={self.ratio}, masking={self.masking!r}'

@@ -1,13 +1,13 @@
-from contextlib import ExitStack, contextmanager
-from typing import Iterator, Union
+from typing import List, Tuple, Union
 
 import torch.nn as nn
 from mmcv.cnn.bricks import DropPath
 from mmpretrain.registry import MODELS
+from torch.utils.hooks import RemovableHandle
 
 from ..families import BackboneFamily, get_family
-from ..utils.drop_path import MIN_SAVED_WORK, skipping_drop_path
-from .base import BaseSubModel, overridden
+from ..utils.drop_path import MIN_SAVED_WORK, SkippingDropPath
+from .base import BaseSubModel, unwrap_compiled
 
 SKIP_MODES = ('auto', True, False)
 
@@ -74,44 +74,54 @@ class AugPath(BaseSubModel):
                 f'({family.name} family) exposes none. Use skip=\'auto\' or '
                 'skip=False: the sub pass then computes dropped samples too.')
 
-    @contextmanager
-    def engage(self, backbone: nn.Module) -> Iterator[None]:
-        family = get_family(backbone)
+    def register_hooks(self,
+                       family: BackboneFamily) -> List[RemovableHandle]:
+        # What the sub pass puts in each drop-path slot, made once (a module
+        # made per step would be a new object for torch.compile each time).
         branches = family.residual_branches() if self.skip else []
         skipped = {(id(parent), name) for _, parent, name in branches}
-        changes, acting = [], [branch for branch, _, _ in branches]
+        self._slots, acting = [], [branch for branch, _, _ in branches]
         for parent, name in family.drop_path_sites():
             slot = getattr(parent, name)
             if (id(parent), name) in skipped:
                 # The branch's hooks apply the drop-path.
-                changes.append((parent, name, nn.Identity()))
+                self._slots.append((parent, name, nn.Identity()))
             elif isinstance(slot, DropPath):
-                changes.append((slot, 'drop_prob', self.ratio))
+                self._slots.append((slot, 'drop_prob', self.ratio))
                 acting.append(slot)
             else:
-                # In the block's mode: a block in eval mode (frozen stage)
-                # is not dropped, in the sub pass as in the main pass.
-                drop = DropPath(self.ratio).train(slot.training)
-                changes.append((parent, name, drop))
+                drop = DropPath(self.ratio)
+                self._slots.append((parent, name, drop))
                 acting.append(drop)
-        min_saved_work = 0 if self.skip is True else MIN_SAVED_WORK
-        with overridden(changes), ExitStack() as hooks:
-            for branch, _, _ in branches:
-                hooks.enter_context(
-                    skipping_drop_path(branch, self.ratio, min_saved_work))
-            hooks.enter_context(self.watch(acting, in_training_only=True))
-            yield
+        skipping = SkippingDropPath(
+            self.ratio, 0 if self.skip is True else MIN_SAVED_WORK,
+            self.switch)
+        handles = [h for branch, _, _ in branches
+                   for h in skipping.install(branch)]
+        return handles + self.count_calls(acting)
+
+    def overrides(self, family: BackboneFamily
+                  ) -> List[Tuple[object, str, object]]:
+        changes = []
+        for parent, name, value in self._slots:
+            if isinstance(value, DropPath):
+                # In the slot's mode: a block in eval mode (frozen stage)
+                # is not dropped, in the sub pass as in the main pass.
+                changes.append((value, 'training',
+                                getattr(parent, name).training))
+            changes.append((parent, name, value))
+        return changes
 
     def describe(self, backbone: nn.Module) -> str:
-        family = get_family(backbone)
+        family = get_family(unwrap_compiled(backbone))
         slots = len(family.drop_path_sites())
         skipped = len(family.residual_branches()) if self.skip else 0
         return f'drop-path ({slots} slots' + (
             f', {skipped} skipping work)' if skipped else ')')
 
     def inactive_reason(self, backbone: nn.Module) -> str:
-        parents = [parent for parent, _ in
-                   get_family(backbone).drop_path_sites()]
+        parents = [parent for parent, _ in get_family(
+            unwrap_compiled(backbone)).drop_path_sites()]
         if not any(p.training for p in parents):
             return ('its drop-path slots are all in blocks in eval mode '
                     '(a frozen backbone, e.g. a linear-probe config).')

@@ -1,36 +1,52 @@
 """What every sub-model shares: a validated ratio, a build-time check
-against the backbone, a context manager that is in effect only for the
-sub-model's pass, and the check that the sub pass really differs from the
-main pass."""
+against the backbone, hooks registered once and driven by a switch that is
+on only for the sub-model's pass, and the check that the sub pass really
+differs from the main pass."""
 from contextlib import contextmanager
 from typing import Iterable, Iterator, List, Tuple
 
 import torch.nn as nn
 from mmengine.model import BaseModule
+from torch.utils.hooks import RemovableHandle
 
-from ..families import BackboneFamily, get_family
+from ..families import BackboneFamily, SubPassSwitch, get_family
+
+
+def unwrap_compiled(module: nn.Module) -> nn.Module:
+    """The module itself for ``torch.compile(module)`` (whose class is
+    torch's ``OptimizedModule``), else ``module``."""
+    return getattr(module, '_orig_mod', module)
 
 
 class BaseSubModel(BaseModule):
     """Base class of AugMask, AugDrop and AugPath.
 
     A sub-model is the main network (same weights) run under extra
-    regularization; subclasses say which, through :meth:`engage`.
+    regularization. :meth:`bind` checks the backbone and registers the
+    sub-model's hooks on it, once; they read :attr:`switch`, which
+    :meth:`engage` turns on for the sub pass only, and do nothing while it
+    is off. Subclasses say what the hooks do (:meth:`register_hooks`) and
+    which attribute values change for the sub pass (:meth:`overrides`).
+    Because the hooks never change, ``torch.compile`` sees them in every
+    graph it traces, and guards on the switch.
 
     A sub-model that changes nothing (a drop-path slot no forward calls, a
     frozen backbone whose dropout and drop-path are in eval mode) would
     double the cost of training and regularize nothing. Each subclass
-    therefore names, in :meth:`engage`, the modules whose call applies the
-    sub-model (:meth:`watch`); the first sub pass counts those calls, and
-    :meth:`check_acted` (called by the classifier after the sub forward,
-    before any backward or update) raises when there were none. Later passes
-    count nothing.
+    therefore counts the calls that apply the sub-model
+    (:meth:`count_calls`); :meth:`check_acted` (called by the classifier
+    after the first sub forward, before any backward or update) raises when
+    there were none. Later passes count nothing.
 
     Args:
         ratio (float): Strength of the regularization (mask ratio, dropout
             or drop-path probability), in (0, 1). Defaults to 0.5.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
+
+    #: Whether calls of modules in eval mode count as acting (masking acts
+    #: in any mode; dropout and drop-path do nothing in eval mode).
+    acts_in_eval = False
 
     def __init__(self, ratio: float = 0.5, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
@@ -41,22 +57,71 @@ class BaseSubModel(BaseModule):
                 f'{ratio!r} (at 0 the sub-model is the main model). The '
                 'paper uses 0.5 for every sub-model.')
         self.ratio = float(ratio)
-        # None until the first sub pass has been checked (see check_acted).
-        self._acting_calls = None
+        self.switch = SubPassSwitch()
         self._acted_checked = False
+        # The backbone the hooks are on (in a tuple: not a sub-module; a deep
+        # copy of the model copies it with the model), their handles, and
+        # the backbone's family adapter.
+        self._bound = ()
+        self._handles: List[RemovableHandle] = []
+        self._family = None
 
     def bind(self, backbone: nn.Module) -> None:
         """Check, at build time, that this sub-model can act exactly on
-        ``backbone``; raise a ValueError that says what to change if not."""
-        self.check(get_family(backbone))
+        ``backbone`` (raise a ValueError that says what to change if not),
+        and register its hooks on it; binding again to the same backbone
+        does nothing."""
+        backbone = unwrap_compiled(backbone)
+        if self._bound and self._bound[0] is backbone:
+            return
+        family = get_family(backbone)
+        self.check(family)
+        self.unbind()
+        self._family = family
+        self._handles = list(self.register_hooks(family))
+        self._bound = (backbone, )
+
+    def unbind(self) -> None:
+        """Remove the hooks :meth:`bind` registered."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles, self._bound, self._family = [], (), None
+
+    def family(self, backbone: nn.Module) -> BackboneFamily:
+        """The family adapter of ``backbone``, with the hooks bound."""
+        self.bind(backbone)
+        return self._family
 
     def check(self, family: BackboneFamily) -> None:
         raise NotImplementedError
 
+    def register_hooks(self,
+                       family: BackboneFamily) -> Iterable[RemovableHandle]:
+        """Register the hooks that apply the sub-model while
+        ``self.switch.on`` (and count its acting calls); return their
+        handles."""
+        raise NotImplementedError
+
+    def overrides(self, family: BackboneFamily
+                  ) -> List[Tuple[object, str, object]]:
+        """``(object, attribute, value)`` to set for the sub pass only."""
+        return []
+
     @contextmanager
     def engage(self, backbone: nn.Module) -> Iterator[None]:
         """Context in which ``backbone`` runs as the sub-model."""
-        raise NotImplementedError
+        family = self.family(backbone)
+        switch = self.switch
+        if switch.on:
+            raise RuntimeError(f'{type(self).__name__} is already engaged.')
+        if not self._acted_checked:
+            switch.calls = 0
+        with overridden(self.overrides(family)):
+            switch.on = True
+            try:
+                yield
+            finally:
+                switch.on = False
 
     def describe(self, backbone: nn.Module) -> str:
         """What this sub-model does to ``backbone``, in a few words (the
@@ -64,39 +129,27 @@ class BaseSubModel(BaseModule):
         raise NotImplementedError
 
     # -- the sub pass must differ from the main pass ---------------------
-    @contextmanager
-    def watch(self, modules: Iterable[nn.Module],
-              in_training_only: bool) -> Iterator[None]:
-        """Count the calls of ``modules`` that apply the sub-model (those in
-        training mode only, if ``in_training_only``: dropout and drop-path
-        do nothing in eval mode), until :meth:`check_acted` has passed
-        once."""
-        if self._acted_checked:
-            yield
-            return
-        if self._acting_calls is None:
-            self._acting_calls = 0
+    def count_calls(self, modules: Iterable[nn.Module]
+                    ) -> List[RemovableHandle]:
+        """Count the calls of ``modules`` that apply the sub-model (in
+        training mode only, unless :attr:`acts_in_eval`) while the first
+        sub pass is being checked; returns the hooks' handles."""
+        return [m.register_forward_pre_hook(self._count) for m in modules]
 
-        def count(module, args):
-            # After check_acted (a recompute in the backward): nothing to do.
-            if self._acting_calls is not None and (
-                    module.training or not in_training_only):
-                self._acting_calls += 1
-
-        handles = [m.register_forward_pre_hook(count) for m in modules]
-        try:
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
+    def _count(self, module, args):
+        switch = self.switch
+        # After check_acted (or a recompute in the backward): calls is None.
+        if switch.on and switch.calls is not None and (
+                module.training or self.acts_in_eval):
+            switch.calls += 1
 
     def check_acted(self, backbone: nn.Module) -> None:
         """Raise if the sub pass that just ran applied the sub-model
         nowhere; called once, after the first sub forward and before its
         backward, so a no-op sub-model stops before any update."""
-        if self._acted_checked or self._acting_calls is None:
+        if self._acted_checked or self.switch.calls is None:
             return
-        calls, self._acting_calls = self._acting_calls, None
+        calls, self.switch.calls = self.switch.calls, None
         if calls == 0:
             raise RuntimeError(
                 f'{type(self).__name__} changed nothing in the sub pass of '

@@ -13,12 +13,13 @@ same per-sample Bernoulli keep, same ``1 / keep_prob`` scaling, zeros for
 the dropped samples.
 """
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional
 
 import torch
 import torch.nn as nn
 from mmcv.cnn.bricks.drop import drop_path
 from torch.autograd import Function
+from torch.utils.hooks import RemovableHandle
 
 #: Below this much saved work per call (``drop_prob * x.numel() *
 #: x.shape[-1]``, about the multiply-adds of one C x C linear layer on the
@@ -30,6 +31,10 @@ from torch.autograd import Function
 MIN_SAVED_WORK = 2**18
 
 
+# Eager under torch.compile: the draw is made from the sub pass's seeded
+# stream, as in eager mode (a compiled graph would draw its own numbers), and
+# the number of samples kept decides shapes.
+@torch.compiler.disable
 def draw_kept_samples(batch: int, drop_prob: float) -> torch.Tensor:
     """Draw which samples keep their residual branch.
 
@@ -77,6 +82,68 @@ class _MoveRows(Function):
         return _move_rows(grad.contiguous(), rows, ctx.batch), None, None
 
 
+class _AlwaysOn:
+    on = True
+
+
+class SkippingDropPath:
+    """The hooks that run a residual branch as ``drop_path(branch(x))`` on
+    its kept samples only (see :func:`skipping_drop_path`).
+
+    Args:
+        drop_prob (float): Drop-path probability, in [0, 1).
+        min_saved_work (int): See :func:`skipping_drop_path`.
+        switch (object): The hooks act while ``switch.on`` is True (the
+            sub-model's :class:`~augsub_mm.models.families.SubPassSwitch`).
+    """
+
+    def __init__(self, drop_prob: float, min_saved_work: int = 0,
+                 switch=_AlwaysOn):
+        self.drop_prob = drop_prob
+        self.min_saved_work = min_saved_work
+        self.switch = switch
+        self.state = {}
+
+    def install(self, branch: nn.Module) -> List[RemovableHandle]:
+        return [branch.register_forward_pre_hook(self.gather),
+                branch.register_forward_hook(self.scatter)]
+
+    def gather(self, module, args):
+        state = self.state
+        # Off: the branch runs as in the main pass (no scatter either).
+        state['skip'] = None
+        if not self.switch.on:
+            return None
+        x = args[0]
+        drop_prob = self.drop_prob
+        # A branch in eval mode (a frozen stage) is not dropped, as mmcv's
+        # DropPath in its slot would not be.
+        state['skip'] = module.training and \
+            drop_prob * x.numel() * x.shape[-1] >= self.min_saved_work
+        if not state['skip']:
+            return None
+        kept = draw_kept_samples(x.shape[0], drop_prob)
+        # Some kernels reject an empty batch: with no sample kept, the branch
+        # still runs on sample 0 and its output is multiplied by 0, which
+        # also keeps every parameter in the graph (DDP expects it).
+        none_kept = kept.numel() == 0
+        if none_kept:
+            kept = kept.new_zeros(1)
+        kept = kept.to(x.device, non_blocking=True)
+        state.update(batch=x.shape[0], kept=kept, none_kept=none_kept)
+        return (_MoveRows.apply(x, kept, None), *args[1:])
+
+    def scatter(self, module, args, out):
+        state = self.state
+        if state.get('skip') is None:
+            return None
+        if not state['skip']:
+            return drop_path(out, self.drop_prob, training=module.training)
+        # div by keep_prob, as mmcv does: the same rounding.
+        out = out * 0. if state['none_kept'] else out.div(1 - self.drop_prob)
+        return _MoveRows.apply(out, state['kept'], state['batch'])
+
+
 @contextmanager
 def skipping_drop_path(branch: nn.Module,
                        drop_prob: float,
@@ -94,7 +161,8 @@ def skipping_drop_path(branch: nn.Module,
     (see :data:`MIN_SAVED_WORK`) runs on the whole batch and applies mmcv's
     ``drop_path`` itself; a call in eval mode (``branch.training`` False,
     e.g. a frozen stage) is not dropped at all. The hooks are removed on
-    exit, also on error.
+    exit, also on error. (AugPath installs :class:`SkippingDropPath` once,
+    driven by its sub-pass switch, instead.)
 
     Args:
         branch (nn.Module): A residual branch that treats samples
@@ -113,37 +181,7 @@ def skipping_drop_path(branch: nn.Module,
         >>> out.shape  # rows of dropped samples are zero
         torch.Size([8, 3, 4])
     """
-    keep_prob = 1 - drop_prob
-    state = {}
-
-    def gather(module, args):
-        x = args[0]
-        # A branch in eval mode (a frozen stage) is not dropped, as mmcv's
-        # DropPath in its slot would not be.
-        state['skip'] = module.training and \
-            drop_prob * x.numel() * x.shape[-1] >= min_saved_work
-        if not state['skip']:
-            return None
-        kept = draw_kept_samples(x.shape[0], drop_prob)
-        # Some kernels reject an empty batch: with no sample kept, the branch
-        # still runs on sample 0 and its output is multiplied by 0, which
-        # also keeps every parameter in the graph (DDP expects it).
-        none_kept = kept.numel() == 0
-        if none_kept:
-            kept = kept.new_zeros(1)
-        kept = kept.to(x.device, non_blocking=True)
-        state.update(batch=x.shape[0], kept=kept, none_kept=none_kept)
-        return (_MoveRows.apply(x, kept, None), *args[1:])
-
-    def scatter(module, args, out):
-        if not state['skip']:
-            return drop_path(out, drop_prob, training=module.training)
-        # div by keep_prob, as mmcv does: the same rounding.
-        out = out * 0. if state['none_kept'] else out.div(keep_prob)
-        return _MoveRows.apply(out, state['kept'], state['batch'])
-
-    handles = [branch.register_forward_pre_hook(gather),
-               branch.register_forward_hook(scatter)]
+    handles = SkippingDropPath(drop_prob, min_saved_work).install(branch)
     try:
         yield
     finally:

@@ -9,6 +9,10 @@ def num_kept(length: int, ratio: float) -> int:
     return int(length * (1 - ratio))
 
 
+# Random draws are eager under torch.compile (here and in block_mask): they
+# come from the sub pass's seeded stream, as in eager mode, where a compiled
+# graph would draw numbers of its own.
+@torch.compiler.disable
 def random_keep_indices(batch: int, length: int, keep: int,
                         device: torch.device) -> torch.Tensor:
     """``(batch, keep)`` indices in ``[0, length)``, drawn independently per
@@ -54,6 +58,7 @@ def drop_tokens(x: torch.Tensor, ratio: float, num_prefix_tokens: int = 0,
     return torch.cat([x[:, :num_prefix_tokens], patches], dim=1)
 
 
+@torch.compiler.disable
 def block_mask(batch: int, grid_h: int, grid_w: int, ratio: float,
                device: torch.device) -> torch.Tensor:
     """(B, grid_h, grid_w) bool mask, True where masked; exactly

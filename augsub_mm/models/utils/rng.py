@@ -22,6 +22,9 @@ import torch
 from mmengine.dist import get_rank
 
 
+# Plain Python (hashing): never compiled, also when called from a compiled
+# training step (it would recompile for every iteration number).
+@torch.compiler.disable
 def sub_pass_seed(iteration: int, rank: int = None,
                   base_seed: int = None) -> int:
     """The seed of the sub pass at ``iteration``.

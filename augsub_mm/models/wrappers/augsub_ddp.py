@@ -5,8 +5,6 @@ from mmengine.model import MMDistributedDataParallel
 from mmengine.optim import OptimWrapper
 from mmengine.registry import MODEL_WRAPPERS
 
-from ..classifiers.augsub_classifier import refuse_compiled_train_step
-
 
 # The Runner looks model wrappers up in mmengine's root registry, not in
 # mmpretrain's: registering there is what makes `type=` in a config work.
@@ -26,8 +24,9 @@ class AugSubDistributedDataParallel(MMDistributedDataParallel):
     top-level ``find_unused_parameters`` once a wrapper config is given.
     On a CPU-only machine (gloo), ``device_ids`` is dropped, as DDP requires.
     ``static_graph=True`` is refused with the default two_pass step (its
-    main pass runs under ``no_sync``), and ``compile`` in the config (the
-    Runner compiling ``train_step``) is refused; ``detect_anomalous_params``
+    main pass runs under ``no_sync``); ``compile`` in the config compiles
+    the forward of both passes (see
+    :meth:`AugSubClassifier.augsub_train_step`); ``detect_anomalous_params``
     checks the parameters of both passes.
 
     Args:
@@ -61,10 +60,6 @@ class AugSubDistributedDataParallel(MMDistributedDataParallel):
             module=module,
             detect_anomalous_params=detect_anomalous_params,
             **kwargs)
-
-    def __setattr__(self, name: str, value) -> None:
-        refuse_compiled_train_step(name, value)
-        super().__setattr__(name, value)
 
     def train_step(self, data: Union[dict, tuple, list],
                    optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
