@@ -4,8 +4,7 @@ from typing import List, Tuple
 import torch.nn as nn
 from mmcv.cnn.bricks.transformer import FFN
 from mmpretrain.models.backbones import (DeiT3, DistilledVisionTransformer,
-                                         RevVisionTransformer, T2T_ViT,
-                                         VisionTransformer)
+                                         T2T_ViT, VisionTransformer)
 from mmpretrain.models.backbones.deit3 import DeiT3FFN
 from mmpretrain.models.selfsup.mocov3 import MoCoV3ViT
 from mmpretrain.models.utils import MultiheadAttention
@@ -33,10 +32,10 @@ class ViTFamily(BackboneFamily):
     # biases or rope that do not survive token dropping. These add the
     # position embedding to the tokens before `drop_after_pos`, and every
     # later layer is a function of the token set: T2T-ViT after its
-    # tokens-to-token stem, RevViT's reversible layers, MoCo v3's ViT (a
-    # fixed sin-cos position embedding).
+    # tokens-to-token stem, MoCo v3's ViT (a fixed sin-cos position
+    # embedding); RevViT's reversible layers too (revvit.py).
     backbone_types = (VisionTransformer, DeiT3, DistilledVisionTransformer,
-                      MoCoV3ViT, T2T_ViT, RevVisionTransformer)
+                      MoCoV3ViT, T2T_ViT)
     # Those whose layers are mmpretrain's TransformerEncoderLayer (attn, ffn
     # with the drop-path slots that AugPath can skip work in).
     skippable_types = (VisionTransformer, DeiT3, DistilledVisionTransformer,
