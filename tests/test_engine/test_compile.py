@@ -147,6 +147,30 @@ def test_compiled_step_under_cpu_bfloat16_autocast():
                          compiled(twin, cpu_amp_wrapper(twin), 'train_step'))
 
 
+def test_graph_breaks_only_where_the_sub_pass_draws():
+    """Whole graphs: the main pass compiles into one graph (the recipe's
+    drop-path rates, NumPy scalars from mmpretrain's np.linspace, are made
+    Python floats at bind: as NumPy scalars they broke the graph in every
+    block), the sub pass breaks only where it draws its mask."""
+    model = build('vit', 'AugMask')
+    backbone = model.backbone
+    rates = [m.drop_prob for m in backbone.modules() if hasattr(m, 'drop_prob')]
+    assert rates and all(type(r) is float for r in rates)
+    assert max(rates) == pytest.approx(0.1)
+    x = torch.rand(2, 3, 32, 32)
+    torch._dynamo.reset()
+    main = torch._dynamo.explain(backbone)(x)
+    assert main.graph_break_count == 0, main.break_reasons
+    torch._dynamo.reset()
+    with model.augsub.engage(backbone):
+        sub = torch._dynamo.explain(backbone)(x)
+    # Dynamo reports the one break at the draw once per frame it is
+    # nested in (hook, token-drop function).
+    assert sub.graph_break_count >= 1
+    assert all('random_keep_indices' in str(reason)
+               for reason in sub.break_reasons), sub.break_reasons
+
+
 def test_deep_copy_keeps_its_own_hooks():
     """mmengine's EMA deep-copies the model: the copy's hooks must follow
     the copy's own sub-model switch, not the original's."""

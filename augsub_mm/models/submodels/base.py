@@ -5,6 +5,7 @@ differs from the main pass."""
 from contextlib import contextmanager
 from typing import Iterable, Iterator, List, Tuple
 
+import numpy as np
 import torch.nn as nn
 from mmengine.model import BaseModule
 from torch.utils.hooks import RemovableHandle
@@ -16,6 +17,22 @@ def unwrap_compiled(module: nn.Module) -> nn.Module:
     """The module itself for ``torch.compile(module)`` (whose class is
     torch's ``OptimizedModule``), else ``module``."""
     return getattr(module, '_orig_mod', module)
+
+
+def python_float_rates(backbone: nn.Module) -> None:
+    """Make the drop-path and dropout rates of ``backbone`` Python floats.
+
+    mmpretrain draws the stochastic-depth rule with ``np.linspace``, so each
+    block's ``DropPath.drop_prob`` is a NumPy scalar; torch.compile takes a
+    NumPy scalar for a tensor input and breaks the graph at mmcv's ``if
+    drop_prob == 0.`` in every block, main pass and sub pass alike. The
+    value is the same double either way (and so is what eager mode
+    computes with it)."""
+    for module in backbone.modules():
+        for name in ('drop_prob', 'p'):
+            value = getattr(module, name, None)
+            if isinstance(value, np.floating):
+                setattr(module, name, float(value))
 
 
 class BaseSubModel(BaseModule):
@@ -76,6 +93,7 @@ class BaseSubModel(BaseModule):
             return
         family = get_family(backbone)
         self.check(family)
+        python_float_rates(backbone)
         self.unbind()
         self._family = family
         self._handles = list(self.register_hooks(family))
