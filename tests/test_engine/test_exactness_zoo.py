@@ -17,6 +17,7 @@ dropout modules, AugPath on their drop-path slots), at a tiny size:
 """
 import copy
 import math
+from functools import partial
 from unittest.mock import patch
 
 import pytest
@@ -25,8 +26,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 from mmengine.optim import OptimWrapper
-from mmpretrain.models.backbones import LeViT
+from mmpretrain.models.backbones import LeViT, ViTEVA02
 from mmpretrain.models.backbones.revvit import RevTransformerEncoderLayer
+from mmpretrain.models.utils import BEiTAttention
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
@@ -53,12 +55,18 @@ FAMILIES = {
     'BEiTViT': (dict(type='BEiTViT', arch=dict(
         embed_dims=16, num_layers=2, num_heads=2, feedforward_channels=32),
         img_size=SIZE, patch_size=8, drop_path_rate=0.1,
-        layer_scale_init_value=1.0), 'mask_token', 'patch_embed', 'tokens',
-        8),
+        layer_scale_init_value=1.0), 'token_drop', 'drop_after_pos',
+        'tokens', 8),
+    # One bias table for all layers, in the backbone.
+    'BEiTViT/shared-bias': (dict(type='BEiTViT', arch=dict(
+        embed_dims=16, num_layers=2, num_heads=2, feedforward_channels=32),
+        img_size=SIZE, patch_size=8, drop_path_rate=0.1,
+        use_rel_pos_bias=False, use_shared_rel_pos_bias=True),
+        'token_drop', 'drop_after_pos', 'tokens', 8),
     'ViTEVA02': (dict(type='ViTEVA02', arch=dict(
         embed_dims=16, num_layers=2, num_heads=2, feedforward_channels=32),
         img_size=SIZE, patch_size=8, drop_path_rate=0.1,
-        proj_drop_rate=0.1), 'mask_token', 'patch_embed', 'tokens', 8),
+        proj_drop_rate=0.1), 'token_drop', 'drop_after_pos', 'tokens', 8),
     'DaViT': (dict(type='DaViT', arch=dict(
         embed_dims=16, depths=[1, 1], num_heads=[1, 2]), window_size=4,
         out_indices=(1, ), drop_path_rate=0.1), 'mask_token', 'patch_embed',
@@ -217,6 +225,10 @@ def augsub_step(name, kind):
     cfg.update(type='AugSubClassifier', augsub=augsub)
     model = MODELS.build(cfg)
     model.train()
+    for key, param in model.named_parameters():
+        if key.endswith('relative_position_bias_table'):
+            # Built as zeros: any position would read the same bias.
+            param.data.normal_()
     plain = {k: v.clone() for k, v in model.state_dict().items()
              if not k.startswith('augsub.')}
     token = getattr(model.augsub, 'mask_token', None)
@@ -288,6 +300,7 @@ def hand_sub_model(name, kind, net, token, drawn):
             kept = torch.stack([out[b, 1 + idx[b]] for b in range(B)])
             return torch.cat([out[:, :1], kept], dim=1)
 
+        kept_positions(backbone, drawn)
         return [by_path(backbone, site).register_forward_hook(keep)]
 
     def replace(module, args, out):
@@ -309,6 +322,49 @@ def hand_sub_model(name, kind, net, token, drawn):
         return (x, *rest) if rest else x
 
     return [by_path(backbone, site).register_forward_hook(replace)]
+
+
+def kept_positions(backbone, drawn):
+    """Layers that read token positions use those of the kept tokens
+    (``drawn[-1]``, patch indices per sample)."""
+    for attn in backbone.modules():
+        if isinstance(attn, BEiTAttention):
+            attn.forward = beit_attention_per_sample(attn, drawn)
+    if isinstance(backbone, ViTEVA02):
+        backbone.rope.forward = partial(rope_at_kept, backbone.rope, drawn)
+
+
+def beit_attention_per_sample(attn, drawn):
+    """BEiT's attention run on each sample alone, its bias index (and the
+    shared bias) cut to the pairs of that sample's tokens (class token
+    first)."""
+    forward, full = attn.forward, attn.relative_position_index
+    window = attn.window_size
+
+    def per_sample(x, rel_pos_bias=None):
+        outs = []
+        for b, idx in enumerate(drawn[-1]):
+            pos = [0] + [1 + int(i) for i in idx]
+            if full is not None:
+                attn.relative_position_index = full[pos][:, pos]
+                attn.window_size = (1, len(pos) - 1)
+            shared = None if rel_pos_bias is None else \
+                rel_pos_bias[:, pos][:, :, pos]
+            outs.append(forward(x[b:b + 1], shared))
+        attn.relative_position_index, attn.window_size = full, window
+        return torch.cat(outs)
+
+    return per_sample
+
+
+def rope_at_kept(rope, drawn, x, hw):
+    """EVA-02's rotary embedding of (B, heads, K, dims) queries or keys at
+    the kept tokens' grid positions."""
+    cos = torch.stack([rope.freqs_cos[idx] for idx in drawn[-1]])[:, None]
+    sin = torch.stack([rope.freqs_sin[idx] for idx in drawn[-1]])[:, None]
+    pairs = x.reshape(*x.shape[:-1], -1, 2)
+    rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), -1).flatten(-2)
+    return x * cos + rotated * sin
 
 
 def tie(module, source):

@@ -128,10 +128,19 @@ class TestLookup:
                            "masking='input'"):
             AugMask(masking=masking).bind(build(kind))
 
-    def test_beit_keeps_its_grid_with_a_mask_token(self):
-        augmask = AugMask()
-        augmask.bind(build('beit'))
-        assert augmask.mask_token.shape == (VIT_ARCH['embed_dims'], )
+    def test_beit_drops_tokens_or_keeps_its_grid_with_a_mask_token(self):
+        # Token drop with the kept tokens' position bias (exact in
+        # test_exactness_zoo); the mask token on request, and by default
+        # where the output needs every token.
+        augmask, backbone = AugMask(), build('beit')
+        augmask.bind(backbone)
+        assert augmask.describe(backbone) == 'token drop'
+        assert augmask.mask_token is None
+        for augmask, out_type in ((AugMask(masking='mask_token'),
+                                   'avg_featmap'), (AugMask(), 'featmap')):
+            augmask.bind(BEiTViT(VIT_ARCH, img_size=64, patch_size=8,
+                                 out_type=out_type))
+            assert augmask.mask_token.shape == (VIT_ARCH['embed_dims'], )
 
     def test_unlisted_backbone_is_a_cnn_and_says_so(self):
         class MyResNet(ResNet):

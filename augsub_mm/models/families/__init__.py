@@ -6,7 +6,9 @@ class (a subclass may change what its parent's adapter relies on):
 
 - AugMask drops tokens where every layer after the position embedding is
   the same function of any subset of the tokens (plain ViT relatives:
-  :class:`ViTFamily`); it replaces masked tokens by a learnable mask token
+  :class:`ViTFamily`), or is once told the kept tokens' grid positions
+  (BEiT's relative position bias, EVA-02's rotary embedding: ``beit.py``,
+  ``eva02.py``); it replaces masked tokens by a learnable mask token
   after the patch embedding where layers need the token grid (windowed,
   hierarchical, metaformer and MLP backbones: :mod:`.grid`); it masks the
   input image in networks that start with convolutions rather than a patch
@@ -27,6 +29,8 @@ import torch.nn as nn
 from mmpretrain.models import backbones as zoo
 
 from .base import MASKINGS, BackboneFamily, SubPassSwitch, SwitchedHook
+from .beit import BEiTFamily
+from .eva02 import EVA02Family
 from .grid import GridTokenFamily
 from .revvit import RevViTFamily
 from .swin import SwinFamily
@@ -96,8 +100,6 @@ def grid_family(name: str, *types: str, embed: str = 'patch_embed'):
 #: Mask-token families: every one hooks its patch embedding (the table is
 #: the whole adaptation; see grid.py for the mechanism).
 GRID_FAMILIES = [
-    grid_family('BEiT', 'BEiTViT'),
-    grid_family('EVA-02', 'ViTEVA02'),
     grid_family('DaViT', 'DaViT'),
     grid_family('EfficientFormer', 'EfficientFormer'),
     grid_family('HiViT', 'HiViT'),
@@ -113,8 +115,8 @@ GRID_FAMILIES = [
 ]
 
 #: Adapters in lookup order; the unlisted fallback comes last.
-FAMILIES = [ViTFamily, RevViTFamily, SwinFamily, *GRID_FAMILIES, ConvFamily,
-            UnlistedFamily]
+FAMILIES = [ViTFamily, RevViTFamily, BEiTFamily, EVA02Family, SwinFamily,
+            *GRID_FAMILIES, ConvFamily, UnlistedFamily]
 
 
 def get_family(backbone: nn.Module) -> BackboneFamily:

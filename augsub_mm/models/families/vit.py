@@ -1,6 +1,8 @@
-"""Plain ViT family: mmpretrain's VisionTransformer, DeiT3 and DeiT."""
-from typing import List, Tuple
+"""Plain ViT family: mmpretrain's VisionTransformer, DeiT3 and DeiT; and
+the base of ViT relatives whose layers read the positions of the tokens."""
+from typing import List, Optional, Tuple
 
+import torch
 import torch.nn as nn
 from mmcv.cnn.bricks.transformer import FFN
 from mmpretrain.models.backbones import (DeiT3, DistilledVisionTransformer,
@@ -9,7 +11,9 @@ from mmpretrain.models.backbones.deit3 import DeiT3FFN
 from mmpretrain.models.selfsup.mocov3 import MoCoV3ViT
 from mmpretrain.models.utils import MultiheadAttention
 
-from .base import BackboneFamily
+from ..utils import masking
+from .base import BackboneFamily, SubPassSwitch, SwitchedHook
+from .grid import GridTokenFamily
 
 # Output types whose value is still exact when patch tokens are dropped:
 # the class token, or the mean over the tokens that were kept.
@@ -78,3 +82,70 @@ class ViTFamily(BackboneFamily):
                     and layer.ffn.add_identity:
                 branches.append((layer.ffn.layers, layer.ffn, 'dropout_layer'))
         return branches
+
+
+class KeptTokens:
+    """The token-drop hook of the position families: drops tokens like
+    :class:`ViTFamily` and keeps, for the layers of the same sub pass, the
+    (B, K) grid positions of the patch tokens it kept (their order in the
+    sequence after the prefix tokens)."""
+
+    def __init__(self, ratio: float, prefix: int):
+        self.ratio = ratio
+        self.prefix = prefix
+        self.indices: Optional[torch.Tensor] = None
+
+    def drop(self, module, args, out):
+        batch, length = out.shape[0], out.shape[1] - self.prefix
+        keep = masking.num_kept(length, self.ratio)
+        # With none kept, drop_tokens draws nothing and says what to change.
+        self.indices = masking.random_keep_indices(
+            batch, length, keep, out.device) if keep >= 1 else None
+        return masking.drop_tokens(out, self.ratio, self.prefix,
+                                   self.indices)
+
+
+class PositionFamily(ViTFamily, GridTokenFamily):
+    """A ViT relative whose layers also read where each token is on the
+    grid (relative position biases, rotary embeddings).
+
+    AugMask drops tokens after the position embedding as for a plain ViT,
+    and hooks the position-reading layers (:meth:`position_hooks`) so that,
+    in the sub pass, they read the positions of the kept tokens: the
+    network is the same function of the kept tokens as of a full grid.
+    Where the output type needs every token (``'featmap'``, ``'raw'``), the
+    default is the grid's mask token instead (after the patch embedding, as
+    in :mod:`.grid`), and ``masking='mask_token'`` can be asked for always.
+    """
+
+    @property
+    def masking(self) -> str:
+        return 'token_drop' if self.backbone.out_type in \
+            TOKEN_DROP_OUT_TYPES else 'mask_token'
+
+    def check_masking(self, masking: str) -> None:
+        if masking in ('mask_token', 'input'):
+            return
+        if masking != 'token_drop':
+            BackboneFamily.check_masking(self, masking)
+        out_type = self.backbone.out_type
+        if out_type not in TOKEN_DROP_OUT_TYPES:
+            raise ValueError(
+                f"AugMask token dropping cannot form backbone.out_type="
+                f"'{out_type}' from a subset of the tokens. Set "
+                f'backbone.out_type to one of {TOKEN_DROP_OUT_TYPES}, or use '
+                "AugMask(masking='mask_token') (or 'auto') to replace masked "
+                'tokens by a mask token instead.')
+
+    def token_drop_hooks(self, ratio: float, switch: SubPassSwitch):
+        site, prefix = self.token_drop_site()
+        kept = KeptTokens(ratio, prefix)
+        handles = [site.register_forward_hook(SwitchedHook(switch,
+                                                           kept.drop))]
+        return handles + self.position_hooks(kept, switch), site
+
+    def position_hooks(self, kept: KeptTokens,
+                       switch: SubPassSwitch) -> list:
+        """Register the hooks that make the position-reading layers use
+        ``kept.indices`` while ``switch`` is on; return their handles."""
+        raise NotImplementedError
