@@ -154,7 +154,8 @@ def test_graph_breaks_only_where_the_sub_pass_draws():
     block), the sub pass breaks only where it draws its mask."""
     model = build('vit', 'AugMask')
     backbone = model.backbone
-    rates = [m.drop_prob for m in backbone.modules() if hasattr(m, 'drop_prob')]
+    rates = [m.drop_prob for m in backbone.modules()
+             if hasattr(m, 'drop_prob')]
     assert rates and all(type(r) is float for r in rates)
     assert max(rates) == pytest.approx(0.1)
     x = torch.rand(2, 3, 32, 32)
@@ -290,3 +291,33 @@ def test_compiled_ddp_step_on_two_ranks_equals_eager(tmp_path):
     mp.start_processes(ddp_worker, args=(free_port(), str(tmp_path)),
                        nprocs=2, start_method='spawn')
     assert sorted(os.listdir(tmp_path)) == ['ok0', 'ok1']
+
+
+# -- the benchmark's --compile mode -------------------------------------------
+def test_benchmark_table_pairs_compiled_and_eager_modes():
+    """The table's compiled / eager lines (the end-to-end run is the one in
+    docs/performance.md: four processes compiling take minutes here)."""
+    import importlib.util
+
+    from conftest import REPO
+    path = osp.join(REPO, 'tools', 'analysis_tools', 'benchmark_augsub.py')
+    spec = importlib.util.spec_from_file_location('benchmark_augsub', path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    args = tool.parse_args(['cfg.py', '--compile'])
+    assert args.compile == 'inductor'
+    modes = [dict(label=label, compile=compile, times=times, error=None,
+                  peak_mib=100.)
+             for label, compile, times in [
+                 ('baseline', None, [1.0, 1.0]),
+                 ('AugMask(ratio=0.5)', None, [2.0, 2.0]),
+                 ('baseline compiled', 'inductor', [0.5, 0.5]),
+                 ('AugMask(ratio=0.5) compiled', 'inductor', [1.5, 1.5])]]
+    settings = dict(config='cfg.py', device='cpu', amp=False,
+                    compile='inductor', machine='m', batch_size=4,
+                    input_size=(32, 32), repeats=2, warmup=2,
+                    load=((0., 0., 0.), (0., 0., 0.)))
+    table = tool.format_table(modes, settings)
+    ratios = table.split('compiled (inductor) / eager')[1].splitlines()
+    assert '- baseline: 0.50' in ratios
+    assert '- AugMask(ratio=0.5): 0.75' in ratios

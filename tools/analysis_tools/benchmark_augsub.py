@@ -20,6 +20,13 @@ the imports, before the model is built, with glibc's mmap threshold fixed
 (``MALLOC_MMAP_THRESHOLD_``, 64 KiB unless set) so that memory freed by one
 pass goes back to the OS instead of staying in the heap.
 
+With ``--compile [BACKEND]``, every mode is also measured with its
+``train_step`` compiled the way mmengine's Runner does for ``compile`` in a
+config (``torch.compile(model.train_step, backend=BACKEND)``; Inductor by
+default), next to the eager modes, and the ratio of each compiled mode to
+its eager one is printed below the table. Compilation happens in the
+warm-up iterations (raise ``--warmup`` if a backend needs more).
+
 Example::
 
     python tools/analysis_tools/benchmark_augsub.py \\
@@ -79,6 +86,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--overhead', action='store_true',
         help="also measure the Python time of augsub_mm's own code per "
         'iteration (cProfile; an upper bound)')
+    parser.add_argument(
+        '--compile', nargs='?', const='inductor', metavar='BACKEND',
+        help='also measure every mode compiled (torch.compile of train_step '
+        'with BACKEND, default inductor), as the Runner does for `compile` '
+        'in a config')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     args = parser.parse_args(argv)
@@ -235,6 +247,9 @@ def worker(conn, job: dict) -> None:
         model = revert_sync_batchnorm(MODELS.build(job['model']))
         model.to(job['device']).train()
         optim_wrapper = build_optim_wrapper(model, job['optim_wrapper'])
+        train_step = model.train_step
+        if job['compile']:
+            train_step = torch.compile(train_step, backend=job['compile'])
         height, width = job['input_size']
         batch = job['batch_size']
         data = dict(
@@ -249,7 +264,7 @@ def worker(conn, job: dict) -> None:
             if cuda:
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            model.train_step(data, optim_wrapper)
+            train_step(data, optim_wrapper)
             if cuda:
                 torch.cuda.synchronize()
             return time.perf_counter() - start
@@ -321,6 +336,11 @@ def run(args: argparse.Namespace) -> Tuple[List[dict], dict]:
         for step_mode in step_modes:
             label = text if step_mode == 'two_pass' else f'{text} {step_mode}'
             modes.append(dict(label=label, sub=sub, step_mode=step_mode))
+    for mode in list(modes):
+        mode['compile'] = None
+        if args.compile:
+            modes.append(dict(mode, label=f"{mode['label']} compiled",
+                              compile=args.compile))
 
     if device == 'cpu':
         # glibc keeps freed blocks below its (growing) mmap threshold in the
@@ -339,7 +359,7 @@ def run(args: argparse.Namespace) -> Tuple[List[dict], dict]:
                 'cudnn_benchmark', False),
             num_classes=cfg.model.head.num_classes,
             input_size=input_size, batch_size=batch_size, device=device,
-            threads=args.threads,
+            threads=args.threads, compile=mode['compile'],
             overhead=args.overhead and mode['sub'] is not None)
         conn, child_conn = context.Pipe()
         mode.update(conn=conn, times=[], error=None,
@@ -368,6 +388,7 @@ def run(args: argparse.Namespace) -> Tuple[List[dict], dict]:
             mode.update(receive(mode) or {})
         mode['process'].join()
     settings = dict(config=args.config, device=device, amp=args.amp,
+                    compile=args.compile,
                     machine=machine(device, args.threads),
                     batch_size=batch_size, input_size=input_size,
                     repeats=args.repeats, warmup=args.warmup,
@@ -434,6 +455,16 @@ def format_table(modes: List[dict], settings: dict) -> str:
             row.append('-' if overhead is None else
                        f'{overhead * 1e3:.1f} ms ({overhead / median:.2%})')
         lines.append('| ' + ' | '.join(row) + ' |')
+    if settings.get('compile'):
+        lines += ['', f"compiled ({settings['compile']}) / eager, median "
+                  'time per iteration:']
+        eager = {m['label']: m for m in modes if not m['compile']}
+        for mode in modes:
+            twin = eager.get(mode['label'].rsplit(' compiled', 1)[0])
+            if mode['compile'] and twin and mode['times'] and twin['times']:
+                ratio = statistics.median(mode['times']) / statistics.median(
+                    twin['times'])
+                lines.append(f"- {twin['label']}: {ratio:.2f}")
     return '\n'.join(lines)
 
 
