@@ -127,11 +127,26 @@ def test_joint_with_with_cp_is_refused_at_build():
               augsub=dict(type='AugPath', ratio=0.5), step_mode='joint')
 
 
+def test_joint_with_reversible_layers_is_refused_at_build():
+    """RevViT's custom backward recomputes its layers from their outputs,
+    reseeding them with the seeds the last forward stored: one backward over
+    both passes would recompute the main pass with the sub pass's draws
+    (measured: relative gradient error 2.0)."""
+    revvit = dict(type='RevVisionTransformer', arch=dict(
+        embed_dims=16, num_layers=2, num_heads=2, feedforward_channels=32),
+        img_size=32, patch_size=8, with_cls_token=True, out_type='cls_token')
+    with pytest.raises(ValueError, match='reversible layers'):
+        build(backbone=revvit, step_mode='joint')
+    build(backbone=revvit)  # two_pass: exact (test_exactness_zoo.py)
+    # mmpretrain's debugging path without the custom backward: plain autograd.
+    build(backbone=dict(revvit, no_custom_backward=True), step_mode='joint')
+
+
 def test_joint_with_runner_activation_checkpointing_is_refused():
     model = build(step_mode='joint')
     # What the Runner does for `activation_checkpointing` in a config.
     turn_on_activation_checkpointing(model, 'backbone.layers.0')
-    with pytest.raises(ValueError, match='with_cp=True or activation_'):
+    with pytest.raises(ValueError, match='with_cp=True, activation_'):
         model.train_step(batch(), sgd(model))
 
 

@@ -8,6 +8,7 @@ from mmengine.model.utils import detect_anomalous_params
 from mmengine.optim import OptimWrapper
 from mmpretrain.models import (ClsHead, ImageClassifier, MultiLabelClsHead,
                                MultiTaskHead)
+from mmpretrain.models.backbones import RevVisionTransformer
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 from torch.nn.modules.batchnorm import _NormBase
@@ -41,11 +42,15 @@ STANDARD_HEAD_LOSSES = (ClsHead.loss, MultiLabelClsHead.loss)
 
 def checkpointing_module(module: nn.Module) -> Optional[str]:
     """Name of the first sub-module of ``module`` that recomputes its forward
-    in the backward (``with_cp=True`` of mmpretrain's blocks, or a forward
-    wrapped by mmengine's ``activation_checkpointing``), else None."""
+    in the backward (``with_cp=True`` of mmpretrain's blocks, a forward
+    wrapped by mmengine's ``activation_checkpointing``, or RevViT's
+    reversible layers, which rebuild their activations from their outputs
+    in a custom backward), else None."""
     for name, child in module.named_modules():
         if getattr(child, 'with_cp', False) is True \
-                or 'forward' in vars(child):
+                or 'forward' in vars(child) or (
+                    isinstance(child, RevVisionTransformer)
+                    and not child.no_custom_backward):
             return name or type(module).__name__
     return None
 
@@ -250,8 +255,8 @@ class AugSubClassifier(ImageClassifier):
             # checkpointing marks a parameter ready twice.
             raise ValueError(
                 f"step_mode='joint' cannot be combined with gradient "
-                f'checkpointing (with_cp=True or activation_checkpointing; '
-                f'found in backbone module {name!r}). Use '
+                f'checkpointing (with_cp=True, activation_checkpointing or '
+                f'reversible layers; found in backbone module {name!r}). Use '
                 "step_mode='two_pass' (the default): the same gradient, and "
                 'peak memory of normal training.')
 
