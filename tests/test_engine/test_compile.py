@@ -172,6 +172,41 @@ def test_graph_breaks_only_where_the_sub_pass_draws():
                for reason in sub.break_reasons), sub.break_reasons
 
 
+def test_inductor_sub_pass_is_the_sub_model():
+    """Inductor (the default backend) draws dropout inside its compiled
+    kernels from its own generator, so its sub pass cannot replay the
+    eager one: shown by a statistic instead. With the recipe's dropout at 0,
+    the compiled main pass is deterministic and equals the eager one; an
+    unmodified pass would too, while the compiled AugDrop sub pass differs
+    from it, and from itself under another seed."""
+    torch.manual_seed(0)
+    model = MODELS.build(dict(
+        type='AugSubClassifier', augsub=dict(type='AugDrop', ratio=0.5),
+        backbone=dict(type='VisionTransformer', arch=dict(
+            embed_dims=16, num_layers=1, num_heads=2,
+            feedforward_channels=32), img_size=32, patch_size=8),
+        head=dict(type='VisionTransformerClsHead', num_classes=4,
+                  in_channels=16))).train()
+    backbone = model.backbone
+    torch._dynamo.reset()
+    compiled_backbone = torch.compile(backbone)  # inductor
+    x = torch.rand(8, 3, 32, 32)
+    with torch.no_grad():
+        main = compiled_backbone(x)[0]
+        torch.testing.assert_close(compiled_backbone(x)[0], main)
+        torch.testing.assert_close(backbone(x)[0], main, rtol=1e-4,
+                                   atol=1e-5)
+        subs = []
+        for seed in (1, 2):
+            torch.manual_seed(seed)
+            with model.augsub.engage(backbone):
+                subs.append(compiled_backbone(x)[0])
+    scale = main.abs().mean()
+    for sub in subs:
+        assert (sub - main).abs().mean() > 0.1 * scale
+    assert (subs[0] - subs[1]).abs().mean() > 0.1 * scale
+
+
 def test_deep_copy_keeps_its_own_hooks():
     """mmengine's EMA deep-copies the model: the copy's hooks must follow
     the copy's own sub-model switch, not the original's."""
