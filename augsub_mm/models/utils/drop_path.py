@@ -102,25 +102,28 @@ class SkippingDropPath:
         self.drop_prob = drop_prob
         self.min_saved_work = min_saved_work
         self.switch = switch
-        self.state = {}
+        # What gather leaves for scatter, per call (attributes written
+        # before they are read: torch.compile does not guard on old values).
+        self.skip = None
+        self.kept = self.batch = self.none_kept = None
 
     def install(self, branch: nn.Module) -> List[RemovableHandle]:
         return [branch.register_forward_pre_hook(self.gather),
                 branch.register_forward_hook(self.scatter)]
 
     def gather(self, module, args):
-        state = self.state
         # Off: the branch runs as in the main pass (no scatter either).
-        state['skip'] = None
         if not self.switch.on:
+            self.skip = None
             return None
         x = args[0]
         drop_prob = self.drop_prob
         # A branch in eval mode (a frozen stage) is not dropped, as mmcv's
         # DropPath in its slot would not be.
-        state['skip'] = module.training and \
+        skip = module.training and \
             drop_prob * x.numel() * x.shape[-1] >= self.min_saved_work
-        if not state['skip']:
+        self.skip = skip
+        if not skip:
             return None
         kept = draw_kept_samples(x.shape[0], drop_prob)
         # Some kernels reject an empty batch: with no sample kept, the branch
@@ -130,18 +133,17 @@ class SkippingDropPath:
         if none_kept:
             kept = kept.new_zeros(1)
         kept = kept.to(x.device, non_blocking=True)
-        state.update(batch=x.shape[0], kept=kept, none_kept=none_kept)
+        self.batch, self.kept, self.none_kept = x.shape[0], kept, none_kept
         return (_MoveRows.apply(x, kept, None), *args[1:])
 
     def scatter(self, module, args, out):
-        state = self.state
-        if state.get('skip') is None:
+        if self.skip is None:
             return None
-        if not state['skip']:
+        if not self.skip:
             return drop_path(out, self.drop_prob, training=module.training)
         # div by keep_prob, as mmcv does: the same rounding.
-        out = out * 0. if state['none_kept'] else out.div(1 - self.drop_prob)
-        return _MoveRows.apply(out, state['kept'], state['batch'])
+        out = out * 0. if self.none_kept else out.div(1 - self.drop_prob)
+        return _MoveRows.apply(out, self.kept, self.batch)
 
 
 @contextmanager
