@@ -12,6 +12,20 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
+try:
+    import deepspeed.ops
+except ImportError:  # the DeepSpeed tests are skipped
+    pass
+else:
+    # DeepSpeed on the CPU JIT-compiles its shared-memory all-reduce op
+    # (deepspeed_shm_comm: C++ against torch's headers, ~90 CPU-seconds,
+    # again in every new environment) when it sets up its communication;
+    # only tensor-parallel inference uses it (inference_all_reduce), ZeRO's
+    # collectives are torch.distributed's (gloo). Marked incompatible, as
+    # on a machine without a compiler, it is not built: these runs train
+    # the same way.
+    deepspeed.ops.__compatible_ops__['deepspeed_shm_comm'] = False
+
 
 def plain_name(name: str) -> str:
     return name.replace('_fsdp_wrapped_module.', '')
