@@ -31,15 +31,19 @@ fi
 # slower on this machine's disk than in /dev/shm: 3.7 ms a folder against
 # 0.18, test_configs.py 63 s instead of 71, 2026-12-03), and the tests'
 # tmp_path folders (image folders, work dirs, checkpoints, test_wheel.py's
-# fresh environment: a few hundred MB) are written and read once. Only
-# where /dev/shm is writable with 4 GB free.
+# fresh environment, full-size Swin checkpoints: 1.5 GB a run) are written
+# and read once. Only where /dev/shm is writable with 4 GB free; the
+# folders of passed tests are then removed at the end (memory, not disk).
+_tmp=()
 if [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ] &&
         [ "$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 { print $4 }')" \
           -ge $((4 * 1024 * 1024)) ] 2>/dev/null; then
     export TMPDIR=/dev/shm
+    _tmp=(-o tmp_path_retention_policy=failed)
 fi
 # Tiny models use threads poorly: one per process, processes in parallel
 # (2 workers on 2 cores: the single-process tests took 126 s instead of
 # 209 s with torch's default threads, 2026-12-03).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-exec "$PY" -m pytest -q -p no:cacheprovider --durations=15 "${_xdist[@]}" "$@"
+exec "$PY" -m pytest -q -p no:cacheprovider --durations=15 "${_xdist[@]}" \
+    "${_tmp[@]}" "$@"
