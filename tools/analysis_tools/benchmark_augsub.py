@@ -208,7 +208,7 @@ def _plugin_seconds(profile: cProfile.Profile, plugin_dir: str) -> float:
     """Python time of augsub_mm's own code in a profile: the self time of
     every function defined in augsub_mm (not the torch work it calls), plus
     the full time of entering and leaving each sub-model's ``engage``
-    (installing and removing hooks, swapping modules). Functions called from
+    (switching its hooks on and off, swapping modules). Functions called from
     ``engage`` count twice: an upper bound."""
     total = 0.
     for (filename, _, name), (_, _, self_time, cum_time, _) in \
