@@ -47,8 +47,10 @@ def checkpointing_module(module: nn.Module) -> Optional[str]:
     reversible layers, which rebuild their activations from their outputs
     in a custom backward), else None."""
     for name, child in module.named_modules():
-        if getattr(child, 'with_cp', False) is True \
-                or 'forward' in vars(child) or (
+        # torch.compile's OptimizedModule also sets a forward of its own.
+        wrapped_forward = 'forward' in vars(child) and \
+            not hasattr(child, '_orig_mod')
+        if getattr(child, 'with_cp', False) is True or wrapped_forward or (
                     isinstance(child, RevVisionTransformer)
                     and not child.no_custom_backward):
             return name or type(module).__name__
