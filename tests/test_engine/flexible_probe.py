@@ -2,7 +2,8 @@
 ``custom_imports``: after training, each rank writes the full parameters of
 the model (gathered from FSDP's shards), keyed by the names of the plain
 model, the wrapper and strategy types, and the optimizer's parameter groups
-of the sub-model's parameters to ``<work_dir>/probe_rank<R>.pt``."""
+of the sub-model's parameters to ``<work_dir>/probe_rank<R>.pt``. Loaded,
+it also memoizes the formatting of config texts (CPU time of the tests)."""
 import contextlib
 import os.path as osp
 
@@ -25,6 +26,37 @@ else:
     # on a machine without a compiler, it is not built: these runs train
     # the same way.
     deepspeed.ops.__compatible_ops__['deepspeed_shm_comm'] = False
+
+
+def _memoize_config_text() -> None:
+    """Format each config text once per process: the Runner formats its
+    config with yapf 5 times (the log, the dumped config, the visualizer's
+    copy, each checkpoint), ~0.2 CPU-s each for the toy configs, in each of
+    the ~25 processes these tests launch. yapf's FormatCode is a function
+    of its arguments alone: the memo changes no text the run writes."""
+    import functools
+    import json
+
+    from mmengine.config import config as mm_config
+    if getattr(mm_config.FormatCode, '_probe_memo', False):
+        return
+    format_code, memo = mm_config.FormatCode, {}
+
+    @functools.wraps(format_code)
+    def formatted(source, style_config=None, **kwargs):
+        key = (source, json.dumps(style_config, sort_keys=True, default=str),
+               json.dumps(kwargs, sort_keys=True, default=str))
+        if key not in memo:
+            memo[key] = format_code(source, style_config=style_config,
+                                    **kwargs)
+        return memo[key]
+
+    formatted._probe_memo = True
+    mm_config.FormatCode = formatted
+
+
+# Imported through the config's custom_imports, before the Runner is built.
+_memoize_config_text()
 
 
 def plain_name(name: str) -> str:
