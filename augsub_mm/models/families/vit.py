@@ -50,13 +50,19 @@ class ViTFamily(BackboneFamily):
             return
         if masking != 'token_drop':
             super().check_masking(masking)
+        self.check_out_type("AugMask(masking='input') to mask the input "
+                            'image instead')
+
+    def check_out_type(self, instead: str) -> None:
+        """Raise unless ``backbone.out_type`` can be formed from the kept
+        tokens; the message offers ``instead``."""
         out_type = self.backbone.out_type
         if out_type not in TOKEN_DROP_OUT_TYPES:
             raise ValueError(
                 f"AugMask token dropping cannot form backbone.out_type="
                 f"'{out_type}' from a subset of the tokens. Set "
                 f'backbone.out_type to one of {TOKEN_DROP_OUT_TYPES}, or use '
-                "AugMask(masking='input') to mask the input image instead.")
+                f'{instead}.')
 
     def token_drop_site(self) -> Tuple[nn.Module, int]:
         # DeiT3 adds the class token after `drop_after_pos`; VisionTransformer
@@ -128,14 +134,8 @@ class PositionFamily(ViTFamily, GridTokenFamily):
             return
         if masking != 'token_drop':
             BackboneFamily.check_masking(self, masking)
-        out_type = self.backbone.out_type
-        if out_type not in TOKEN_DROP_OUT_TYPES:
-            raise ValueError(
-                f"AugMask token dropping cannot form backbone.out_type="
-                f"'{out_type}' from a subset of the tokens. Set "
-                f'backbone.out_type to one of {TOKEN_DROP_OUT_TYPES}, or use '
-                "AugMask(masking='mask_token') (or 'auto') to replace masked "
-                'tokens by a mask token instead.')
+        self.check_out_type("AugMask(masking='mask_token') (or 'auto') to "
+                            'replace masked tokens by a mask token instead')
 
     def token_drop_hooks(self, ratio: float, switch: SubPassSwitch):
         site, prefix = self.token_drop_site()
