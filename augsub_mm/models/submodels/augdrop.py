@@ -26,11 +26,13 @@ class AugDrop(BaseSubModel):
 
     def register_hooks(self,
                        family: BackboneFamily) -> List[RemovableHandle]:
-        return self.count_calls(family.dropout_layers())
+        # Found once: overrides() runs every step.
+        self._layers = family.dropout_layers()
+        return self.count_calls(self._layers)
 
     def overrides(self, family: BackboneFamily
                   ) -> List[Tuple[object, str, object]]:
-        return [(layer, 'p', self.ratio) for layer in family.dropout_layers()]
+        return [(layer, 'p', self.ratio) for layer in self._layers]
 
     def describe(self, backbone: nn.Module) -> str:
         layers = get_family(unwrap_compiled(backbone)).dropout_layers()
