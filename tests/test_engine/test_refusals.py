@@ -109,11 +109,14 @@ def test_block_masking_every_block_is_refused():
     with pytest.raises(ValueError, match='input_patch_size'):
         mask_input_patches(torch.rand(2, 3, 32, 32), 0.5, patch_size=32)
     resnet = dict(type='ResNet', depth=18, stem_channels=8, base_channels=8)
+    # 32 px inputs, 32 px patches: one patch, which ratio 0.5 would mask.
+    # 'auto' would follow the input; an explicit size is taken as given.
     model = build(backbone=resnet, neck=dict(type='GlobalAveragePooling'),
                   head=dict(type='LinearClsHead', num_classes=4,
-                            in_channels=64))
-    # 32 px inputs, 32 px patches: one patch, which ratio 0.5 would mask.
-    with pytest.raises(ValueError, match='keeps no block out of 1'):
+                            in_channels=64),
+                  augsub=dict(type='AugMask', ratio=0.5, input_patch_size=32))
+    with pytest.raises(ValueError,
+                       match=re.escape('keeps no block out of 1 (1 x 1)')):
         model.train_step(batch(), sgd(model))
 
 

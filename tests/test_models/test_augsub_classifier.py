@@ -228,7 +228,8 @@ class TestErrors:
             MODELS.build(model_cfg(backbone=vit_cfg(out_type=out_type)))
 
     def test_forced_input_masking_accepts_any_out_type(self):
-        cfg = model_cfg(augsub=dict(type='AugMask', masking='input'),
+        cfg = model_cfg(augsub=dict(type='AugMask', masking='input',
+                                    input_patch_size=32),
                         backbone=vit_cfg(out_type='featmap'),
                         neck=dict(type='GlobalAveragePooling'))
         cfg['head'] = dict(type='LinearClsHead', num_classes=NUM_CLASSES,

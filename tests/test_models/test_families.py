@@ -112,7 +112,8 @@ class TestLookup:
     @pytest.mark.parametrize('kind', TOKEN + CNN + ('beit', ))
     def test_input_masking_can_be_forced_for_any_backbone(self, kind):
         backbone = build(kind)
-        augmask = AugMask(0.5, masking='input')
+        # 32 px patches on 64 px: 2 of the 4 masked, half the pixels.
+        augmask = AugMask(0.5, masking='input', input_patch_size=32)
         augmask.bind(backbone)
         assert augmask.mask_token is None
         x = torch.ones(2, 3, 64, 64)
@@ -194,9 +195,10 @@ class TestAugMask:
     def test_cnn_input_patches(self, kind, ratio, size):
         """32 px patches of the normalised input set to zero; the ratio is
         the fraction of patches masked; at 80 px the border patches are
-        16 px wide and count like full ones."""
+        16 px wide and count like full ones. (The size 'auto' picks is
+        tested in test_augmask_auto_patch.py.)"""
         backbone = build(kind)
-        augmask = AugMask(ratio)
+        augmask = AugMask(ratio, input_patch_size=32)
         augmask.bind(backbone)
         x = torch.rand(4, 3, size, size) + 1  # never zero by chance
         torch.manual_seed(1)

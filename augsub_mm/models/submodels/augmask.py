@@ -1,9 +1,11 @@
+import math
 import weakref
 from contextlib import contextmanager
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Tuple, Union
 
 import torch
 import torch.nn as nn
+from mmengine.logging import print_log
 from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.registry import MODELS
 from torch.optim import Optimizer
@@ -11,12 +13,15 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.hooks import RemovableHandle
 
 from ..families import MASKINGS, BackboneFamily, SwitchedHook, get_family
-from ..utils.masking import mask_input_patches
+from ..utils.masking import AUTO_GRID, auto_patch_size, mask_input_patches
 from .base import BaseSubModel, unwrap_compiled
 
 #: How the coverage matrix names each form of masking.
 MASKING_NAMES = dict(token_drop='token drop', mask_token='mask token',
                      input='input masking')
+#: Block side of mask-token masking under input_patch_size='auto': the
+#: paper's Swin blocks (8 x 8 tokens at Swin's patch size 4).
+MASK_TOKEN_BLOCK = 32
 
 
 @MODELS.register_module()
@@ -46,13 +51,29 @@ class AugMask(BaseSubModel):
     Which one a backbone gets is decided by its family adapter
     (:mod:`augsub_mm.models.families`).
 
+    ``input_patch_size='auto'`` (the default) keeps the paper's proportion
+    for input masking, 32 px patches on 224 px: the patch side is
+    ``ceil(min(H, W) / 7)`` px of the input the sub pass receives, so the
+    shorter side is cut into at most 7 patches, the longer one into as many
+    as it holds, and a side that is not a multiple ends in a partial patch
+    that counts like a full one (224 px: 32, a 7 x 7 grid; 384: 55; 160:
+    23; 32 (CIFAR): 5, 7 x 7 with a last row and column of 2 px; 28: 4;
+    224 x 448: 32, 7 x 14). It is resolved at the first sub pass, said once
+    in the log, and again for each new input size (progressive resizing:
+    the grid stays 7 on the shorter side; an input size seen before is
+    not logged again). Mask-token masking keeps 32 px blocks under
+    ``'auto'`` (whole tokens at Swin's patch size 4). An int is used as
+    given at every size, and refused at the first step where it leaves no
+    block unmasked.
+
     Args:
         ratio (float): Fraction masked, in (0, 1). Defaults to 0.5.
         masking (str): ``'auto'`` (the family's choice) or one of
             ``'token_drop'``, ``'mask_token'``, ``'input'``.
             Defaults to ``'auto'``.
-        input_patch_size (int): Side of a masked patch (input masking) or
-            block (mask token), in input pixels. Defaults to 32.
+        input_patch_size (int | str): Side of a masked patch (input
+            masking) or block (mask token), in input pixels, or ``'auto'``
+            (see above). Defaults to ``'auto'``.
 
     Examples:
         >>> import torch
@@ -70,16 +91,26 @@ class AugMask(BaseSubModel):
     acts_in_eval = True
 
     def __init__(self, ratio: float = 0.5, masking: str = 'auto',
-                 input_patch_size: int = 32, init_cfg=None):
+                 input_patch_size: Union[int, str] = 'auto',
+                 init_cfg=None):
         super().__init__(ratio, init_cfg=init_cfg)
         if masking != 'auto' and masking not in MASKINGS:
             raise ValueError(f'Unsupported AugMask masking {masking!r}, please '
                              f"choose from {('auto', ) + MASKINGS}.")
-        if not isinstance(input_patch_size, int) or input_patch_size < 1:
+        if input_patch_size != 'auto' and (
+                isinstance(input_patch_size, bool)
+                or not isinstance(input_patch_size, int)
+                or input_patch_size < 1):
             raise ValueError('AugMask input_patch_size must be a positive '
-                             f'int, got {input_patch_size!r}.')
+                             f"int or 'auto', got {input_patch_size!r}.")
         self.masking = masking
         self.input_patch_size = input_patch_size
+        # 'auto': the input size last resolved for and its patch side (read
+        # at every sub pass: constants for torch.compile while the size
+        # stays), and the sizes already logged.
+        self._auto_hw = None
+        self._auto_patch = None
+        self._auto_logged = set()
         # Created by `bind` for backbones masked with a token.
         self.register_parameter('mask_token', None)
         self._optimizer_checked = False
@@ -101,7 +132,7 @@ class AugMask(BaseSubModel):
 
     def check(self, family: BackboneFamily) -> None:
         if self.resolve(family) == 'mask_token':
-            family.mask_block_tokens(self.input_patch_size)
+            family.mask_block_tokens(self._block_pixels())
 
     def bind(self, backbone: nn.Module) -> None:
         super().bind(backbone)
@@ -174,12 +205,42 @@ class AugMask(BaseSubModel):
                 SwitchedHook(self.switch, self._mask_input))]
         else:
             handles, site = family.mask_token_hooks(
-                self, self.ratio, self.input_patch_size, self.switch)
+                self, self.ratio, self._block_pixels(), self.switch)
         return handles + self.count_calls([site])
 
+    def _block_pixels(self) -> int:
+        """Block side of mask-token masking."""
+        return MASK_TOKEN_BLOCK if self.input_patch_size == 'auto' else \
+            self.input_patch_size
+
+    def input_patch(self, height: int, width: int) -> int:
+        """Patch side of input masking on a ``height`` x ``width`` input."""
+        if self.input_patch_size != 'auto':
+            return self.input_patch_size
+        if (height, width) != self._auto_hw:
+            self._resolve_auto(height, width)
+        return self._auto_patch
+
+    @torch.compiler.disable
+    def _resolve_auto(self, height: int, width: int) -> None:
+        # Kept out of compiled graphs: it logs, and it runs only when the
+        # input size changes (a recompilation then anyway).
+        height, width = int(height), int(width)
+        patch = auto_patch_size(height, width)
+        self._auto_hw, self._auto_patch = (height, width), patch
+        if (height, width) in self._auto_logged:
+            return
+        self._auto_logged.add((height, width))
+        print_log(
+            f"AugMask input_patch_size='auto': {patch} x {patch} px patches "
+            f'on {height} x {width} inputs, a {math.ceil(height / patch)} x '
+            f'{math.ceil(width / patch)} grid (the paper\'s 32 px on 224 px: '
+            f'ceil(min(H, W) / {AUTO_GRID})).', logger='current')
+
     def _mask_input(self, module, args):
-        return (mask_input_patches(args[0], self.ratio,
-                                   self.input_patch_size), *args[1:])
+        x = args[0]
+        patch = self.input_patch(*x.shape[-2:])
+        return (mask_input_patches(x, self.ratio, patch), *args[1:])
 
     @contextmanager
     def engage(self, backbone: nn.Module) -> Iterator[None]:
@@ -200,7 +261,8 @@ class AugMask(BaseSubModel):
                 'never called.')
 
     def extra_repr(self) -> str:
-        return f'ratio={self.ratio}, masking={self.masking!r}'
+        return (f'ratio={self.ratio}, masking={self.masking!r}, '
+                f'input_patch_size={self.input_patch_size!r}')
 
 
 # AugMask instances whose mask token trains and has not been checked against

@@ -87,6 +87,27 @@ def expand_block_mask(mask: torch.Tensor, block: int, height: int,
     return full[:, :height, :width]
 
 
+#: Patches per side of the paper's CNN sub-model: 32 px patches on 224 px.
+AUTO_GRID = 7
+
+
+def auto_patch_size(height: int, width: int) -> int:
+    """The patch side AugMask's ``input_patch_size='auto'`` gives a
+    ``height`` x ``width`` input: ``ceil(min(height, width) / 7)`` px, the
+    smallest square patch that cuts the shorter side into at most 7 (the
+    paper's 32 px on 224 px, exactly). The longer side gets as many patches
+    as it holds (224 x 448: 32 px, a 7 x 14 grid); a side that is not a
+    multiple ends in a partial patch, which counts like a full one (every
+    patch is masked with the same probability, so on average the pixels
+    are masked in the fraction the patches are).
+
+    Examples:
+        >>> [auto_patch_size(s, s) for s in (224, 384, 160, 32, 28)]
+        [32, 55, 23, 5, 4]
+    """
+    return max(1, math.ceil(min(height, width) / AUTO_GRID))
+
+
 def mask_input_patches(x: torch.Tensor, ratio: float,
                        patch_size: int = 32) -> torch.Tensor:
     """Zero ``ratio`` of the ``patch_size`` x ``patch_size`` patches of a
