@@ -24,8 +24,8 @@ An entry has:
   model is built; see :func:`tables_patched`;
 - ``neck`` (optional): ``{neck type: keys}`` merged into that neck;
 - ``augsub`` (optional): ``{sub-model type: keys}`` merged into the
-  sub-model's config (a network with a fixed small input needs smaller
-  AugMask blocks).
+  sub-model's config (none needs it now: AugMask's default patches follow
+  the input size).
 
 Two rules apply to every family on top of its entry: a backbone that takes
 ``img_size`` gets ``size``, and a backbone that takes a drop-path rate whose
@@ -278,9 +278,8 @@ TINY: Dict[str, dict] = {
     # 75 px is the smallest input InceptionV3's stem and pools accept.
     'InceptionV3': dict(size=75, backbone=dict()),
     # LeNet-5 reads exactly 32 px (its last conv leaves 1x1): AugMask's
-    # blocks scale down with it, from 32 to 8 px.
-    'LeNet5': dict(size=32, backbone=dict(),
-                   augsub=dict(AugMask=dict(input_patch_size=8))),
+    # default patches follow the input (5 px, the paper's 7 x 7 grid).
+    'LeNet5': dict(size=32, backbone=dict()),
     # The classifier is fixed (512x7x7 -> 4096 -> 4096, 120M parameters:
     # the one family that stays big). It reads 512 channels at 7x7: 112 px
     # through the first 4 stages (the 4th already has 512 channels) of the
