@@ -271,11 +271,15 @@ def hand_sub_model(name, kind, net, token, drawn):
     if kind == 'AugDrop':
         for mod_name, m in backbone.named_modules():
             # projection / MLP dropout; attention probabilities and the
-            # position dropout are left alone
+            # position dropout are left alone, and so is an attention's
+            # out_drop when it is a dropout: mmpretrain applies
+            # out_drop(gamma1(proj_drop(x))), one dropout per path
+            # (RevViT's attention; the others' out_drop is a DropPath)
+            parts = mod_name.split('.')
             if isinstance(m, nn.Dropout) and not {
                     'attn_drop', 'drop_after_pos', 'pos_drop',
-                    'position_encoding_drops'}.intersection(
-                        mod_name.split('.')):
+                    'position_encoding_drops'}.intersection(parts) and \
+                    parts[-2:] != ['attn', 'out_drop']:
                 m.p = RATIO
         return []
     if kind == 'AugPath':

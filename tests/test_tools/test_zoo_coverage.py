@@ -109,7 +109,12 @@ def test_augmask_is_exact_on_every_family_that_trains(tiny_run):
 
 def test_exact_drop_cells_name_what_they_drop(tiny_run):
     _, rows, _, _ = tiny_run
-    forms = {'AugDrop': r'^exact: dropout \((\d+) layers?\)$',
+    # AugDrop: the layers it drives, and the largest fraction of a path
+    # the tool measured dropped (more than the ratio, 0.5, + its 0.08
+    # sampling tolerance would be a FAILED cell: dropouts in series).
+    forms = {'AugDrop': r'^exact: dropout \((\d+) layers?(; \d+ in series '
+                        r"after one of them left at the recipe's rate)?\), "
+                        r'at most 0\.[0-5]\d of a path dropped$',
              'AugPath': r'^exact: drop-path \((\d+) slots?[,)]'}
     seen = 0
     for family, column, cell in cells(rows):

@@ -140,7 +140,107 @@ def one_step(model_cfg: dict, size: int, batch: int) -> str:
         if not torch.isfinite(value).all():
             raise FloatingPointError(f'{name} is {value}')
     augsub = getattr(model, 'augsub', None)
-    return augsub.describe(model.backbone) if augsub is not None else ''
+    if augsub is None:
+        return ''
+    form = augsub.describe(model.backbone)
+    if type(augsub).__name__ == 'AugDrop':
+        worst = dropout_per_path(model, data)
+        form += f', at most {worst:.2f} of a path dropped'
+    return form
+
+
+# Autograd nodes whose outputs mix many input elements (matrix products,
+# convolutions, norms, softmax, reductions, pooling): a dropout mask ends
+# there. Nodes of custom autograd functions (no digit at the end of the
+# name) end a path too: what they do is unknown here.
+MIXING_NODE = re.compile(r'Mm|Bmm|Conv|Norm|Softmax|Mean|Sum|Pool|Attention|'
+                         r'Embedding|Upsample|Cumsum|Var|Std|Prod|Max|Min|'
+                         r'Linear|Einsum|Backward$', re.IGNORECASE)
+
+
+def dropout_per_path(model, data, tolerance: float = 0.08) -> float:
+    """The largest fraction of an activation that the dropouts of one sub
+    pass drop in series, measured, independently of the plugin's own
+    bookkeeping: every ``nn.Dropout`` module of the backbone drops a
+    fraction of the nonzero values it receives (read off its input and
+    output); modules in series are found by walking the autograd graph
+    back from each one's input through elementwise nodes to the output of
+    another; along each such path the kept fractions multiply. Raises an
+    AssertionError when a path drops more than the sub-model's ratio (plus
+    ``tolerance``, for sampling): dropouts in series."""
+    import torch
+    import torch.nn as nn
+    ratio = model.augsub.ratio
+    seen = {}
+
+    def record(module, args, out):
+        if module.training:
+            seen[module] = (args[0].detach(), out.detach(),
+                            args[0].grad_fn, out.grad_fn)
+
+    handles = [m.register_forward_hook(record)
+               for m in model.backbone.modules() if isinstance(m, nn.Dropout)]
+    inputs = model.data_preprocessor(data, True)['inputs']
+    try:
+        with model.sub_pass(12345, inputs.device):
+            model.extract_feat(inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    dropped = {}
+    for module, (x, y, _, _) in seen.items():
+        alive = x != 0
+        dropped[module] = float(((y == 0) & alive).sum() /
+                                alive.sum().clamp(min=1))
+    by_node, by_memory = {}, {}
+    for module, (_, y, _, node) in seen.items():
+        if dropped[module] > 0:
+            if node is not None:
+                by_node.setdefault(node, []).append(module)
+            by_memory.setdefault((y.data_ptr(), y.shape), []).append(module)
+
+    def upstream(module):
+        # Without autograd (reversible layers, checkpointed blocks), only
+        # an input that is another's output itself is seen.
+        x, _, node, _ = seen[module]
+        return by_memory.get((x.data_ptr(), x.shape), []) + \
+            upstream_nodes(node)
+
+    def upstream_nodes(node):
+        found, todo, visited = [], [node], set()
+        while todo:
+            node = todo.pop()
+            if node is None or node in visited:
+                continue
+            visited.add(node)
+            found += by_node.get(node, [])
+            if MIXING_NODE.search(type(node).__name__) and \
+                    not type(node).__name__.startswith('NativeDropout'):
+                continue
+            todo += [n for n, _ in node.next_functions]
+        return found
+
+    kept = {}
+
+    def kept_fraction(module, stack=()):
+        if module not in kept:
+            before = [kept_fraction(u, stack + (module, ))
+                      for u in upstream(module)
+                      if u is not module and u not in stack]
+            kept[module] = (1 - dropped[module]) * min(before, default=1.0)
+        return kept[module]
+
+    names = {m: n for n, m in model.backbone.named_modules()}
+    worst, where = 0.0, None
+    for module in seen:
+        fraction = 1 - kept_fraction(module)
+        if fraction > worst:
+            worst, where = fraction, names[module]
+    if worst > ratio + tolerance:
+        raise AssertionError(
+            f'dropouts in series: {worst:.2f} of the path through {where} '
+            f'is dropped, more than the ratio {ratio}')
+    return worst
 
 
 def is_refusal(error: BaseException) -> bool:

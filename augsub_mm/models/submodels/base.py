@@ -2,10 +2,11 @@
 against the backbone, hooks registered once and driven by a switch that is
 on only for the sub-model's pass, and the check that the sub pass really
 differs from the main pass."""
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Iterable, Iterator, List, Tuple
 
 import numpy as np
+import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 from torch.utils.hooks import RemovableHandle
@@ -132,14 +133,27 @@ class BaseSubModel(BaseModule):
         switch = self.switch
         if switch.on:
             raise RuntimeError(f'{type(self).__name__} is already engaged.')
-        if not self._acted_checked:
+        first = not self._acted_checked
+        if first:
             switch.calls = 0
-        with overridden(self.overrides(family)):
+        with overridden(self.overrides(family)), \
+                self.checking() if first else nullcontext(), \
+                torch.compiler.set_stance('force_eager') \
+                if first and self.eager_first_pass else nullcontext():
             switch.on = True
             try:
                 yield
             finally:
                 switch.on = False
+
+    #: Whether the first sub pass (forward, backward, update) must run
+    #: without torch.compile, because :meth:`checking` reads real tensors.
+    eager_first_pass = False
+
+    def checking(self):
+        """Context of the first sub pass, which checks what the sub-model
+        does (see :meth:`check_acted`); none by default."""
+        return nullcontext()
 
     def describe(self, backbone: nn.Module) -> str:
         """What this sub-model does to ``backbone``, in a few words (the
