@@ -146,3 +146,55 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(
         for name, value in state.items():
             torch.testing.assert_close(got['optim_state'][key][name], value,
                                        rtol=0, atol=0, msg=f'{key}.{name}')
+
+
+def revvit_cfg(tiny_configs, image_folder, work_dir):
+    """The resume recipe above with a RevViT, whose reversible layers call
+    ``torch.seed()`` (a seed from the operating system) in every forward;
+    no dropout, no drop-path: the run's only random draws are AugMask's."""
+    cfg = resume_cfg(tiny_configs, image_folder, work_dir)
+    cfg.model.backbone = dict(
+        type='RevVisionTransformer', arch=dict(
+            embed_dims=32, num_layers=2, num_heads=2,
+            feedforward_channels=64), img_size=32, patch_size=8,
+        with_cls_token=True, out_type='cls_token')
+    cfg.model.head.in_channels = 64  # the two reversible streams
+    cfg.train_cfg = dict(by_epoch=False, max_iters=4, val_interval=100)
+    cfg.param_scheduler = []
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook',
+                                        by_epoch=False, interval=2)
+    cfg.custom_hooks = []
+    cfg.randomness = dict(seed=3, diff_rank_seed=True)
+    return cfg
+
+
+def test_revvit_masks_repeat_and_replay_on_resume(tiny_configs,
+                                                  image_folder, tmp_path):
+    """The sub pass's stream derives from the run's seed, taken once:
+    RevViT's ``torch.seed()`` calls, which replace
+    ``torch.initial_seed()``, change no mask. Two identical runs end with
+    the same weights (the interrupted run repeats the straight one's first
+    2 iterations, in another process state), and 2 iterations + resume + 2
+    equal 4 straight."""
+    def weights(runner):
+        return {k: v.clone() for k, v in runner.model.state_dict().items()}
+
+    straight = Runner.from_cfg(revvit_cfg(tiny_configs, image_folder,
+                                          str(tmp_path / 'straight')))
+    straight.train()
+    runs = [weights(straight)]
+    work_dir = str(tmp_path / 'interrupted')
+    first = Runner.from_cfg(revvit_cfg(tiny_configs, image_folder, work_dir))
+    first.register_hook(Interrupt(at=2))
+    with pytest.raises(Interrupt.Stop):
+        first.train()
+    cfg = revvit_cfg(tiny_configs, image_folder, work_dir)
+    cfg.resume = True
+    resumed = Runner.from_cfg(cfg)
+    resumed.train()
+    assert resumed.iter == 4
+    runs.append(weights(resumed))
+    for other in runs[1:]:
+        for name, value in runs[0].items():
+            torch.testing.assert_close(other[name], value, rtol=0, atol=0,
+                                       msg=name)

@@ -301,6 +301,23 @@ class AugSubClassifier(ImageClassifier):
 
     _sub_pass_active = False
     _joint_checked = False
+    _run_seed = None
+
+    def run_seed(self) -> int:
+        """The run's seed, which every sub pass's stream derives from
+        (:func:`~augsub_mm.models.utils.sub_pass_seed`): taken once, at the
+        first training step, from ``torch.initial_seed()``.
+
+        At that point it is what mmengine's Runner set from
+        ``randomness.seed`` (or, on resume, the checkpoint's seed). Read
+        again at every step, it could be a seed a backbone drew: RevViT's
+        layers call ``torch.seed()`` in every forward, which replaces the
+        initial seed with one from the operating system, and the masks would
+        then neither repeat between identical runs nor replay on resume.
+        """
+        if self._run_seed is None:
+            self._run_seed = torch.initial_seed()
+        return self._run_seed
 
     @contextmanager
     def sub_pass(self, seed: int, device: torch.device) -> Iterator[None]:
@@ -399,7 +416,8 @@ class AugSubClassifier(ImageClassifier):
             # Once: Mixup/CutMix are drawn here and shared by both branches.
             data = eager(self.data_preprocessor, data, True)
         inputs, data_samples = data['inputs'], data['data_samples']
-        seed = sub_pass_seed(optim_wrapper._inner_count)
+        seed = sub_pass_seed(optim_wrapper._inner_count,
+                             base_seed=self.run_seed())
 
         if self.step_mode == 'joint':
             if not self._joint_checked:

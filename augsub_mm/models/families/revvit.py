@@ -52,7 +52,12 @@ class RevViTFamily(ViTFamily):
 
     The layers draw their dropout and drop-path masks from seeds they take
     from the operating system (``torch.seed()``) at every forward, not from
-    the sub pass's seeded stream: RevViT's masks do not replay on resume.
+    the sub pass's seeded stream: RevViT's dropout and drop-path masks do
+    not replay on resume, in the baseline as in either pass. AugMask's
+    token masks do: they are drawn before the first layer, from the stream
+    of the run's seed, which the step takes once
+    (:meth:`AugSubClassifier.run_seed`) rather than from
+    ``torch.initial_seed()``, which each ``torch.seed()`` replaces.
     ``step_mode='joint'`` is wrong for RevViT whatever the sub-model: the
     sub forward overwrites the seeds each layer keeps for its backward, and
     the one backward then recomputes the main pass with the sub pass's draws

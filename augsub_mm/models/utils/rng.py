@@ -35,7 +35,10 @@ def sub_pass_seed(iteration: int, rank: int = None,
         rank (int, optional): Process rank. Defaults to the current one.
         base_seed (int, optional): The run's seed. Defaults to
             ``torch.initial_seed()``, which mmengine sets from
-            ``randomness.seed`` (and restores on resume).
+            ``randomness.seed`` (and restores on resume); the training step
+            passes the value it took at its first iteration
+            (:meth:`AugSubClassifier.run_seed`), which no backbone that
+            reseeds the generator (RevViT) can change.
 
     Returns:
         int: A 63-bit seed, different for every (seed, rank, iteration).
