@@ -29,8 +29,8 @@ class AugSubLoss(nn.Module):
         soft_target (str, optional): ``'softmax'`` or ``'sigmoid'``. None
             means "match the head's loss", filled in by
             :class:`AugSubClassifier`. Defaults to None.
-        loss_weight (float, optional): Multiplier of the loss. None means the
-            head loss's ``loss_weight``. Defaults to None.
+        loss_weight (float, optional): Multiplier of the loss, > 0. None
+            means the head loss's ``loss_weight``. Defaults to None.
 
     Examples:
         >>> loss = AugSubLoss(soft_target='softmax', loss_weight=1.0)
@@ -46,6 +46,8 @@ class AugSubLoss(nn.Module):
             raise ValueError(f'Unsupported soft_target {soft_target!r}, '
                              f'please choose from {SOFT_TARGETS}.')
         self.soft_target = soft_target
+        if loss_weight is not None:
+            check_loss_weight(loss_weight, 'sub_loss.loss_weight')
         self.loss_weight = loss_weight
 
     def match_head_loss(self, head_loss: nn.Module) -> None:
@@ -54,7 +56,10 @@ class AugSubLoss(nn.Module):
             self.soft_target = 'sigmoid' if uses_sigmoid(head_loss) \
                 else 'softmax'
         if self.loss_weight is None:
-            self.loss_weight = float(getattr(head_loss, 'loss_weight', 1.0))
+            self.loss_weight = check_loss_weight(
+                getattr(head_loss, 'loss_weight', 1.0),
+                f'the loss_weight of the head loss {type(head_loss).__name__}'
+                ' (which sub_loss.loss_weight follows when unset)')
 
     def forward(self, sub_logits: torch.Tensor,
                 main_logits: torch.Tensor) -> torch.Tensor:
@@ -75,6 +80,22 @@ class AugSubLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f'soft_target={self.soft_target!r}, '
                 f'loss_weight={self.loss_weight}')
+
+
+def check_loss_weight(value, what: str) -> float:
+    """``value`` as a float; raise unless it is a number > 0: at 0 the sub
+    pass costs a forward and a backward and trains nothing, below 0 it
+    pushes the sub-model away from the main model's prediction."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not value > 0:
+        raise ValueError(
+            f'AugSub needs {what} to be a number > 0, got {value!r}: at 0 the '
+            'sub pass costs a full forward and backward and contributes '
+            'nothing (a negative weight trains the sub-model away from the '
+            "main model's prediction). Use ImageClassifier for a baseline "
+            'run, or a weight > 0 (the paper: the loss weight of the main '
+            'loss, 1.0).')
+    return float(value)
 
 
 def uses_sigmoid(loss_module: nn.Module) -> bool:

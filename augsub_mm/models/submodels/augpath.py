@@ -81,7 +81,10 @@ class AugPath(BaseSubModel):
         branches = family.residual_branches() if self.skip else []
         skipped = {(id(parent), name) for _, parent, name in branches}
         self._slots, acting = [], [branch for branch, _, _ in branches]
-        for parent, name in family.drop_path_sites():
+        # The slots as bound: while the sub pass is engaged, skipped slots
+        # hold an nn.Identity that a new scan would not take for a slot.
+        self._sites = family.drop_path_sites()
+        for parent, name in self._sites:
             slot = getattr(parent, name)
             if (id(parent), name) in skipped:
                 # The branch's hooks apply the drop-path.
@@ -120,8 +123,8 @@ class AugPath(BaseSubModel):
             f', {skipped} skipping work)' if skipped else ')')
 
     def inactive_reason(self, backbone: nn.Module) -> str:
-        parents = [parent for parent, _ in get_family(
-            unwrap_compiled(backbone)).drop_path_sites()]
+        self.bind(backbone)
+        parents = [parent for parent, _ in self._sites]
         if not any(p.training for p in parents):
             return ('its drop-path slots are all in blocks in eval mode '
                     '(a frozen backbone, e.g. a linear-probe config).')
