@@ -1,8 +1,8 @@
 """Backbone families: the one place that decides what each sub-model does
 to a backbone.
 
-The rule, applied to every backbone class of the model zoo by its exact
-class (a subclass may change what its parent's adapter relies on):
+The rule, applied to every backbone class of the model zoo (each adapter
+lists exact classes; subclasses: see the last item):
 
 - AugMask drops tokens where every layer after the position embedding is
   the same function of any subset of the tokens (plain ViT relatives:
@@ -17,8 +17,10 @@ class (a subclass may change what its parent's adapter relies on):
 - AugDrop acts on the blocks' projection and MLP dropout modules, found by
   one rule for every family (:meth:`BackboneFamily.dropout_layers`).
 - AugPath acts on every drop-path slot of the blocks.
-- A backbone class in no list (a user's own) is treated like a CNN, with a
-  warning that says so.
+- A subclass of a listed class (a user's ``MyViT(VisionTransformer)``)
+  gets its parent's adapter when it changes nothing that adapter relies on
+  (no overridden method, no module class of its own); any other class in
+  no list is treated like a CNN, with a warning that says why.
 
 ``get_family`` walks ``FAMILIES`` in order; the first adapter whose
 ``matches`` accepts the backbone wins.
@@ -77,13 +79,14 @@ class UnlistedFamily(BackboneFamily):
     def matches(cls, backbone: nn.Module) -> bool:
         return True
 
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: nn.Module, because: str = ''):
         super().__init__(backbone)
         kind = type(backbone).__name__
         if kind not in self._warned:
             self._warned.add(kind)
             warnings.warn(
-                f'augsub_mm has no adapter for {kind}: AugMask masks its '
+                f'augsub_mm has no adapter for {kind}'
+                + (f' ({because})' if because else '') + ': AugMask masks its '
                 'input image, AugDrop uses the nn.Dropout modules of its '
                 'blocks and AugPath its drop-path slots. If it is a token '
                 'backbone, an adapter in augsub_mm/models/families can drop '
@@ -119,9 +122,54 @@ FAMILIES = [ViTFamily, RevViTFamily, BEiTFamily, EVA02Family, SwinFamily,
             *GRID_FAMILIES, ConvFamily, UnlistedFamily]
 
 
+#: Packages whose module classes a subclass of a zoo backbone may hold
+#: without changing what its parent's adapter relies on.
+LIBRARY_PACKAGES = ('torch', 'mmcv', 'mmengine', 'mmpretrain')
+
+
+def subclass_changes(kind: type, parent: type, backbone: nn.Module) -> list:
+    """What ``kind``, a subclass of the zoo backbone ``parent``, changes of
+    what ``parent``'s adapter relies on: the methods it overrides (its
+    forward, or what the forward calls; ``__init__`` may add to the
+    parent's), and the classes of its sub-modules that are not the
+    libraries' (a block, embedding or attention of its own)."""
+    changes = []
+    for klass in kind.__mro__[:kind.__mro__.index(parent)]:
+        changes += [f'{klass.__name__}.{name}()'
+                    for name, value in vars(klass).items()
+                    if callable(value) and name != '__init__'
+                    and hasattr(parent, name)]
+    changes += sorted({
+        type(m).__qualname__ for m in backbone.modules()
+        if m is not backbone and type(m).__module__.split('.')[0]
+        not in LIBRARY_PACKAGES})
+    return changes
+
+
 def get_family(backbone: nn.Module) -> BackboneFamily:
-    """The adapter of ``backbone``'s family."""
-    return next(f for f in FAMILIES if f.matches(backbone))(backbone)
+    """The adapter of ``backbone``'s family: the adapter that lists its
+    class; for a subclass of a listed class, the parent's adapter if the
+    subclass changes nothing it relies on (:func:`subclass_changes`), and
+    the unlisted fallback otherwise, with a warning that says what
+    differs."""
+    listed = FAMILIES[:-1]
+    found = next((f for f in listed if f.matches(backbone)), None)
+    if found is not None:
+        return found(backbone)
+    kind = type(backbone)
+    for parent in kind.__mro__[1:]:
+        family = next((f for f in listed if parent in f.backbone_types),
+                      None)
+        if family is None:
+            continue
+        changes = subclass_changes(kind, parent, backbone)
+        if not changes:
+            return family(backbone)
+        return UnlistedFamily(backbone, because=(
+            f'{kind.__name__} derives from {parent.__name__} '
+            f'({family.name} family) but changes what that adapter relies '
+            f'on: {", ".join(changes)}'))
+    return UnlistedFamily(backbone)
 
 
 __all__ = ['MASKINGS', 'BackboneFamily', 'SubPassSwitch', 'SwitchedHook',

@@ -88,7 +88,9 @@ class BackboneFamily:
     @classmethod
     def matches(cls, backbone: nn.Module) -> bool:
         """Whether this adapter handles ``backbone``: its exact class is
-        listed (a subclass may change what the adapter relies on)."""
+        listed (a subclass may change what the adapter relies on:
+        :func:`~augsub_mm.models.families.get_family` decides for
+        subclasses)."""
         return type(backbone) in cls.backbone_types
 
     # -- AugMask --------------------------------------------------------
