@@ -67,6 +67,12 @@ FAMILIES = {
         embed_dims=16, num_layers=2, num_heads=2, feedforward_channels=32),
         img_size=SIZE, patch_size=8, drop_path_rate=0.1,
         proj_drop_rate=0.1), 'token_drop', 'drop_after_pos', 'tokens', 8),
+    # A plain ViT whose output needs every token: the mask token after the
+    # patch embedding, as for BEiT / EVA-02 with this out_type.
+    'VisionTransformer/featmap': (dict(type='VisionTransformer', arch=dict(
+        embed_dims=16, num_layers=2, num_heads=2, feedforward_channels=32),
+        img_size=SIZE, patch_size=8, drop_path_rate=0.1, drop_rate=0.1,
+        out_type='featmap'), 'mask_token', 'patch_embed', 'tokens', 8),
     'DaViT': (dict(type='DaViT', arch=dict(
         embed_dims=16, depths=[1, 1], num_heads=[1, 2]), window_size=4,
         out_indices=(1, ), drop_path_rate=0.1), 'mask_token', 'patch_embed',

@@ -223,9 +223,23 @@ class TestErrors:
 
     @pytest.mark.parametrize('out_type', ['featmap', 'raw'])
     def test_out_type_that_token_drop_cannot_form(self, out_type):
+        # Asked for: refused, offering the mask token (the default for
+        # these outputs, as for BEiT and EVA-02).
+        cfg = model_cfg(backbone=vit_cfg(out_type=out_type))
+        cfg['augsub'] = dict(type='AugMask', masking='token_drop')
         with pytest.raises(ValueError, match=f"out_type='{out_type}'.*"
-                           "cls_token.*avg_featmap.*masking='input'"):
-            MODELS.build(model_cfg(backbone=vit_cfg(out_type=out_type)))
+                           "cls_token.*avg_featmap.*masking='mask_token'"):
+            MODELS.build(cfg)
+        cfg['augsub'] = dict(type='AugMask')
+        model = MODELS.build(cfg)
+        assert model.augsub.describe(model.backbone).startswith('mask token')
+
+    def test_deit3_avg_featmap_says_mmpretrain_cannot_form_it(self):
+        cfg = model_cfg(backbone=vit_cfg(out_type='avg_featmap'))
+        cfg['backbone']['type'] = 'DeiT3'
+        with pytest.raises(ValueError, match="DeiT3 cannot output "
+                           "out_type='avg_featmap', with or without AugSub"):
+            MODELS.build(cfg)
 
     def test_forced_input_masking_accepts_any_out_type(self):
         cfg = model_cfg(augsub=dict(type='AugMask', masking='input',

@@ -122,7 +122,7 @@ class TestLookup:
         assert (seen == 0).float().mean() == 0.5
 
     @pytest.mark.parametrize('kind,masking', [
-        ('vit', 'mask_token'), ('swin', 'token_drop'),
+        ('swin', 'token_drop'),
         ('resnet', 'token_drop'), ('resnet', 'mask_token')])
     def test_masking_a_family_cannot_do(self, kind, masking):
         with pytest.raises(ValueError, match=f"masking='{masking}'.*"

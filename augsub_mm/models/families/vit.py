@@ -22,12 +22,15 @@ TOKEN_DROP_OUT_TYPES = ('cls_token', 'avg_featmap')
 SKIPPABLE_FFN_TYPES = (FFN, DeiT3FFN)
 
 
-class ViTFamily(BackboneFamily):
+class ViTFamily(GridTokenFamily):
     """Token sequence after position embedding; prefix tokens always kept.
 
     AugMask drops patch tokens right after ``drop_after_pos``: every later
     layer works on any sequence length, and no compute is spent on the
-    dropped tokens.
+    dropped tokens. Where the output type needs every token (``'featmap'``,
+    ``'raw'``), the default is a mask token after the patch embedding
+    instead (as in :mod:`.grid`), and ``masking='mask_token'`` can be asked
+    for always (where there is a ``patch_embed``).
     """
 
     name = 'ViT'
@@ -45,18 +48,40 @@ class ViTFamily(BackboneFamily):
     skippable_types = (VisionTransformer, DeiT3, DistilledVisionTransformer,
                        MoCoV3ViT)
 
+    def has_mask_token_site(self) -> bool:
+        """Whether a mask token can replace tokens after a patch embedding
+        (T2T-ViT's tokens-to-token stem is no grid of patches)."""
+        return hasattr(self.backbone, self.embed)
+
+    @property
+    def masking(self) -> str:
+        return 'mask_token' if self.backbone.out_type not in \
+            TOKEN_DROP_OUT_TYPES and self.has_mask_token_site() \
+            else 'token_drop'
+
     def check_masking(self, masking: str) -> None:
-        if masking == 'input':
+        if masking == 'input' or (masking == 'mask_token'
+                                  and self.has_mask_token_site()):
             return
         if masking != 'token_drop':
-            super().check_masking(masking)
-        self.check_out_type("AugMask(masking='input') to mask the input "
-                            'image instead')
+            BackboneFamily.check_masking(self, masking)
+        self.check_out_type(
+            "AugMask(masking='mask_token') (or 'auto') to replace masked "
+            'tokens by a mask token instead' if self.has_mask_token_site()
+            else "AugMask(masking='input') to mask the input image instead")
 
     def check_out_type(self, instead: str) -> None:
         """Raise unless ``backbone.out_type`` can be formed from the kept
         tokens; the message offers ``instead``."""
         out_type = self.backbone.out_type
+        if isinstance(self.backbone, DeiT3) and out_type == 'avg_featmap':
+            raise ValueError(
+                "mmpretrain's DeiT3 cannot output out_type='avg_featmap', "
+                'with or without AugSub: its forward then normalizes with '
+                "self.ln2, which DeiT3 never builds (AttributeError: 'DeiT3' "
+                "object has no attribute 'ln2'). Set backbone.out_type="
+                "'cls_token' (the DeiT-III recipe), or 'featmap' (AugMask "
+                'then uses a mask token).')
         if out_type not in TOKEN_DROP_OUT_TYPES:
             raise ValueError(
                 f"AugMask token dropping cannot form backbone.out_type="
@@ -111,7 +136,7 @@ class KeptTokens:
                                    self.indices)
 
 
-class PositionFamily(ViTFamily, GridTokenFamily):
+class PositionFamily(ViTFamily):
     """A ViT relative whose layers also read where each token is on the
     grid (relative position biases, rotary embeddings).
 
@@ -119,23 +144,8 @@ class PositionFamily(ViTFamily, GridTokenFamily):
     and hooks the position-reading layers (:meth:`position_hooks`) so that,
     in the sub pass, they read the positions of the kept tokens: the
     network is the same function of the kept tokens as of a full grid.
-    Where the output type needs every token (``'featmap'``, ``'raw'``), the
-    default is the grid's mask token instead (after the patch embedding, as
-    in :mod:`.grid`), and ``masking='mask_token'`` can be asked for always.
+    Outputs that need every token get the mask token, as in a plain ViT.
     """
-
-    @property
-    def masking(self) -> str:
-        return 'token_drop' if self.backbone.out_type in \
-            TOKEN_DROP_OUT_TYPES else 'mask_token'
-
-    def check_masking(self, masking: str) -> None:
-        if masking in ('mask_token', 'input'):
-            return
-        if masking != 'token_drop':
-            BackboneFamily.check_masking(self, masking)
-        self.check_out_type("AugMask(masking='mask_token') (or 'auto') to "
-                            'replace masked tokens by a mask token instead')
 
     def token_drop_hooks(self, ratio: float, switch: SubPassSwitch):
         site, prefix = self.token_drop_site()
