@@ -6,6 +6,7 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 import augsub_mm  # noqa: F401
+from test_refusals import world_of_one  # noqa: F401  (the fixture)
 
 
 def batch(n=4):
@@ -90,3 +91,33 @@ def test_positive_weight_still_trains():
     optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
     log_vars = model.train_step(batch(), optim)
     assert torch.isfinite(log_vars['loss_sub'])
+
+
+@pytest.mark.parametrize('find_unused', [False, True])
+def test_main_only_parameter_under_ddp(world_of_one, find_unused):
+    """A parameter only the main pass uses would get its rank's own
+    gradient (DDP all-reduces what the sub backward reaches): refused at
+    the first step, before any update, unless find_unused_parameters."""
+    from augsub_mm.models.wrappers import AugSubDistributedDataParallel
+    model = MODELS.build(vit())
+    model.main_only = torch.nn.Parameter(torch.ones(()))
+    main_branch = model._main_branch
+
+    def with_main_only(inputs, data_samples):
+        losses, teacher = main_branch(inputs, data_samples)
+        losses['loss'] = losses['loss'] * model.main_only
+        return losses, teacher
+
+    model._main_branch = with_main_only
+    ddp = AugSubDistributedDataParallel(
+        model, device_ids=None, find_unused_parameters=find_unused)
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    if find_unused:
+        ddp.train_step(batch(), optim)
+        return
+    with pytest.raises(RuntimeError, match='only the main pass uses '
+                       'main_only.*find_unused_parameters=True'):
+        ddp.train_step(batch(), optim)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name

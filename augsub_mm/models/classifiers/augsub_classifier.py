@@ -301,6 +301,44 @@ class AugSubClassifier(ImageClassifier):
 
     _sub_pass_active = False
     _joint_checked = False
+    _sync_checked = False
+
+    def _check_synced_pass_uses_all(self, model: nn.Module,
+                                    sub_loss: torch.Tensor) -> None:
+        """At the first step, before the sub backward: under DDP with
+        ``find_unused_parameters=False``, refuse a parameter that got a
+        gradient in the main pass (local, in ``no_sync``) and is not in the
+        sub pass's graph. DDP's reducer all-reduces only what the synced
+        (sub) backward reaches: that parameter would take one update from
+        its rank's own gradient, and DDP would raise at the next iteration
+        only ("Expected to have finished reduction")."""
+        self._sync_checked = True
+        if getattr(model, 'find_unused_parameters', True) is not False:
+            return
+        reached, todo, seen = set(), [sub_loss.grad_fn], set()
+        while todo:
+            node = todo.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            variable = getattr(node, 'variable', None)
+            if variable is not None:
+                reached.add(id(variable))
+            todo.extend(n for n, _ in node.next_functions)
+        main_only = [name for name, p in self.named_parameters()
+                     if p.requires_grad and p.grad is not None
+                     and id(p) not in reached]
+        if main_only:
+            raise RuntimeError(
+                f'Under DDP with find_unused_parameters=False, every '
+                f'parameter the main pass trains must also be in the sub '
+                f'pass, whose backward is the one DDP all-reduces; only the '
+                f'main pass uses {", ".join(main_only[:5])}'
+                + (f' (and {len(main_only) - 5} more)' if len(main_only) > 5
+                   else '') + '. Their gradients would not be averaged '
+                'across ranks. Set model_wrapper_cfg = dict(type='
+                "'AugSubDistributedDataParallel', find_unused_parameters="
+                'True). Nothing was updated.')
     _run_seed = None
 
     def run_seed(self) -> int:
@@ -448,6 +486,8 @@ class AugSubClassifier(ImageClassifier):
                     sub_losses = model(inputs, teacher=teacher,
                                        mode='augsub_sub')
                 sub_loss, sub_vars = eager(self.parse_losses, sub_losses)
+                if not self._sync_checked:
+                    eager(self._check_synced_pass_uses_all, model, sub_loss)
                 eager(optim_wrapper.update_params, sub_loss / 2)
         if getattr(model, 'detect_anomalous_params', False):
             # Graphs are freed but their nodes remain: a parameter in
