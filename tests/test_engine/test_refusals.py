@@ -194,16 +194,29 @@ def test_distilled_efficientformer_head_keeps_its_own_refusal():
         model.train_step(batch(), sgd(model))
 
 
-def test_head_with_several_outputs_is_refused():
+def test_head_with_several_outputs_and_an_unknown_loss_is_refused():
+    """ConformerHead's scores train (each against its own main score:
+    test_exactness_conformer.py) because its loss is the sum over them; a
+    head that returns several scores with a loss of its own leaves unknown
+    what the sub-model should match."""
+    from mmpretrain.models import ConformerHead
+
+    class WeightedTwoScoreHead(ConformerHead):
+        def _get_loss(self, cls_score, data_samples, **kwargs):
+            losses = super()._get_loss(cls_score, data_samples, **kwargs)
+            losses['loss'] = losses['loss'] * 0.5
+            return losses
+
     conformer = dict(type='Conformer', arch=dict(
         embed_dims=32, channel_ratio=1, num_heads=2, depths=3),
         patch_size=16, base_channels=8)
     model = build(backbone=conformer,
-                  head=dict(type='ConformerHead', num_classes=4,
-                            in_channels=[32, 32]),
+                  head=WeightedTwoScoreHead(num_classes=4,
+                                            in_channels=[32, 32]),
                   augsub=dict(type='AugMask', ratio=0.5, masking='input',
                               input_patch_size=8))
-    with pytest.raises(TypeError, match='ConformerHead returns tuple'):
+    with pytest.raises(TypeError, match='WeightedTwoScoreHead returns tuple'
+                       '.*cannot tell what the sub-model should match'):
         model.train_step(batch(), sgd(model))
 
 

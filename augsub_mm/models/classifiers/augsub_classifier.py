@@ -6,8 +6,8 @@ import torch
 import torch.nn as nn
 from mmengine.model.utils import detect_anomalous_params
 from mmengine.optim import OptimWrapper
-from mmpretrain.models import (ClsHead, ImageClassifier, MultiLabelClsHead,
-                               MultiTaskHead)
+from mmpretrain.models import (ClsHead, ConformerHead, ImageClassifier,
+                               MultiLabelClsHead, MultiTaskHead)
 from mmpretrain.models.backbones import RevVisionTransformer
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
@@ -38,6 +38,11 @@ WRAPPER_HINT = ("model_wrapper_cfg = dict(type='AugSubDistributedDataParallel')"
 # Heads whose loss() is "score = self(feats); self._get_loss(score, ...)":
 # the main branch computes the score once and reuses it as the teacher.
 STANDARD_HEAD_LOSSES = (ClsHead.loss, MultiLabelClsHead.loss)
+# Heads that return several scores and whose loss is the sum of the loss
+# module over them (ConformerHead: its CNN and transformer branches): the
+# sub loss is then the sum, over the scores, of the sub loss of each
+# against the same score of the main pass, detached.
+SUMMED_SCORE_LOSSES = (ConformerHead._get_loss, )
 
 
 def checkpointing_module(module: nn.Module) -> Optional[str]:
@@ -377,22 +382,29 @@ class AugSubClassifier(ImageClassifier):
             finally:
                 self._sub_pass_active = False
 
-    def _head_scores(self, feats) -> torch.Tensor:
+    def _head_scores(self, feats) -> Union[torch.Tensor, tuple]:
+        """The head's score tensor, or its tuple of scores for a head
+        whose loss sums the loss over them (:data:`SUMMED_SCORE_LOSSES`)."""
         score = self.head(feats)
-        if not isinstance(score, torch.Tensor):
-            raise TypeError(
-                f'AugSubClassifier needs a head whose forward returns one '
-                f'score tensor; {type(self.head).__name__} returns '
-                f'{type(score).__name__}. Heads with several outputs '
-                '(ConformerHead, ...) are not supported.')
-        return score
+        if isinstance(score, torch.Tensor):
+            return score
+        if isinstance(score, (tuple, list)) and score and all(
+                isinstance(s, torch.Tensor) for s in score) and \
+                type(self.head)._get_loss in SUMMED_SCORE_LOSSES:
+            return tuple(score)
+        raise TypeError(
+            f'AugSubClassifier needs a head whose forward returns one score '
+            f'tensor (or, as ConformerHead, scores whose losses it sums); '
+            f'{type(self.head).__name__} returns {type(score).__name__}, and '
+            "AugSub cannot tell what the sub-model should match. Use a head "
+            'with one score (e.g. LinearClsHead).')
 
     def _main_branch(self, inputs, data_samples):
         feats = self.extract_feat(inputs)
         if type(self.head).loss in STANDARD_HEAD_LOSSES:
             cls_score = self._head_scores(feats)
             losses = self.head._get_loss(cls_score, data_samples)
-            return losses, cls_score.detach()
+            return losses, _detached(cls_score)
         # A head with a loss of its own (ArcFaceClsHead adds its margin to
         # the target class there): the main loss is the head's, and the
         # teacher is the head's prediction, as at inference.
@@ -406,6 +418,9 @@ class AugSubClassifier(ImageClassifier):
         # Once, before any backward: a sub pass that applied the sub-model
         # nowhere would train a copy of the main pass.
         self.augsub.check_acted(self.backbone)
+        if isinstance(sub_score, tuple):
+            return dict(loss_sub=sum(
+                self.sub_loss(s, t) for s, t in zip(sub_score, teacher)))
         return dict(loss_sub=self.sub_loss(sub_score, teacher))
 
     def loss(self, inputs: torch.Tensor,
@@ -495,6 +510,12 @@ class AugSubClassifier(ImageClassifier):
             detect_anomalous_params(main_loss + sub_loss, model=model)
         log_vars.update((k, v) for k, v in sub_vars.items() if k != 'loss')
         return log_vars
+
+
+def _detached(score: Union[torch.Tensor, tuple]):
+    if isinstance(score, tuple):
+        return tuple(s.detach() for s in score)
+    return score.detach()
 
 
 @torch.compiler.disable
