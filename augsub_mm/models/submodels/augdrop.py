@@ -102,6 +102,7 @@ class AugDrop(BaseSubModel):
                        family: BackboneFamily) -> List[RemovableHandle]:
         # Found once: overrides() runs every step.
         self._layers = family.dropout_layers()
+        # Modules, not ids: a deep copy of the model (EMA) maps them.
         self._followers = set()
         handles = self.count_calls(self._layers)
         for layer in self._layers:
@@ -119,7 +120,7 @@ class AugDrop(BaseSubModel):
         (:meth:`BackboneFamily.dropout_layers`) without the later layer of
         each chain the first sub pass found."""
         return [layer for layer in self._layers
-                if id(layer) not in self._followers]
+                if layer not in self._followers]
 
     def _checking(self, module: nn.Module) -> bool:
         return self.switch.on and self.switch.calls is not None \
@@ -129,11 +130,11 @@ class AugDrop(BaseSubModel):
         if self._checking(module) and _marks(args):
             # Its input already went through a controlled dropout: this
             # one stays at the recipe's rate, now and in every later pass.
-            self._followers.add(id(module))
+            self._followers.add(module)
             module.p = self._recipe_p[id(module)]
 
     def _leave_mark(self, module, args, out):
-        if self._checking(module) and id(module) not in self._followers:
+        if self._checking(module) and module not in self._followers:
             _mark(out, frozenset((id(module), )))
 
     def checking(self) -> DroppedElements:
