@@ -20,6 +20,7 @@ from mmpretrain.structures import DataSample
 
 import augsub_mm  # noqa: F401
 from augsub_mm.models.utils import masking, sub_pass_seed
+from test_exactness_zoo import tie
 
 RATIO, SIZE, CLASSES = 0.5, 64, 4
 CFG = dict(
@@ -68,16 +69,6 @@ def augsub_step(kind):
         torch.manual_seed(7)
         log_vars = model.train_step(batch(), optim)
     return grads[0], plain, drawn, log_vars
-
-
-def tie(module, source):
-    for (name, _), (_, param) in zip(list(module.named_parameters()),
-                                     list(source.named_parameters())):
-        *path, leaf = name.split('.')
-        owner = module
-        for part in path:
-            owner = getattr(owner, part)
-        owner._parameters[leaf] = param
 
 
 def by_hand(net, kind):

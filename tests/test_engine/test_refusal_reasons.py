@@ -3,18 +3,9 @@ import pytest
 import torch
 from mmengine.optim import OptimWrapper
 from mmpretrain.registry import MODELS
-from mmpretrain.structures import DataSample
 
 import augsub_mm  # noqa: F401
-from test_refusals import world_of_one  # noqa: F401  (the fixture)
-
-
-def batch(n=4):
-    g = torch.Generator().manual_seed(0)
-    return dict(
-        inputs=[torch.randint(0, 256, (3, 32, 32), generator=g,
-                              dtype=torch.uint8) for _ in range(n)],
-        data_samples=[DataSample().set_gt_label(i % 4) for i in range(n)])
+from test_refusals import batch, world_of_one  # noqa: F401 (a fixture)
 
 
 def linear_probe(skip):
