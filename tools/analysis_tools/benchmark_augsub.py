@@ -91,9 +91,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='also measure every mode compiled (torch.compile of train_step '
         'with BACKEND, default inductor), as the Runner does for `compile` '
         'in a config')
+    parser.add_argument(
+        '--compile-only', action='store_true',
+        help='with --compile, measure the compiled modes only (one process '
+        'per mode on the device: fewer processes holding GPU memory)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     args = parser.parse_args(argv)
+    if args.compile_only and not args.compile:
+        parser.error('--compile-only needs --compile.')
     if args.repeats < 1 or args.warmup < 0:
         parser.error('--repeats must be >= 1 and --warmup >= 0.')
     if args.input_size is not None and len(args.input_size) > 2:
@@ -269,9 +275,16 @@ def worker(conn, job: dict) -> None:
                 torch.cuda.synchronize()
             return time.perf_counter() - start
 
+        def graphs() -> int:
+            # Graphs TorchDynamo compiled so far: growth during the timed
+            # iterations means their times include compiling.
+            from torch._dynamo.utils import counters
+            return int(counters['stats'].get('unique_graphs', 0))
+
         conn.send(('ready', None))
         while conn.recv() == 'step':
-            conn.send(('time', step()))
+            seconds = step()
+            conn.send(('time', (seconds, graphs())))
 
         if cuda:
             peak_mib = torch.cuda.max_memory_allocated() / 2**20
@@ -341,6 +354,8 @@ def run(args: argparse.Namespace) -> Tuple[List[dict], dict]:
         if args.compile:
             modes.append(dict(mode, label=f"{mode['label']} compiled",
                               compile=args.compile))
+    if getattr(args, 'compile_only', False):
+        modes = [mode for mode in modes if mode['compile']]
 
     if device == 'cpu':
         # glibc keeps freed blocks below its (growing) mmap threshold in the
@@ -362,7 +377,7 @@ def run(args: argparse.Namespace) -> Tuple[List[dict], dict]:
             threads=args.threads, compile=mode['compile'],
             overhead=args.overhead and mode['sub'] is not None)
         conn, child_conn = context.Pipe()
-        mode.update(conn=conn, times=[], error=None,
+        mode.update(conn=conn, times=[], graphs=[], error=None,
                     process=context.Process(target=worker,
                                             args=(child_conn, job)))
         mode['process'].start()
@@ -379,9 +394,11 @@ def run(args: argparse.Namespace) -> Tuple[List[dict], dict]:
             if mode['error'] is not None:
                 continue
             mode['conn'].send('step')
-            seconds = receive(mode)
-            if seconds is not None and round_ >= args.warmup:
-                mode['times'].append(seconds)
+            answer = receive(mode)
+            if answer is not None:
+                mode['graphs'].append(answer[1])
+                if round_ >= args.warmup:
+                    mode['times'].append(answer[0])
     for mode in modes:
         if mode['error'] is None:
             mode['conn'].send('stop')
@@ -394,6 +411,15 @@ def run(args: argparse.Namespace) -> Tuple[List[dict], dict]:
                     repeats=args.repeats, warmup=args.warmup,
                     load=(load_before, os.getloadavg()))
     return modes, settings
+
+
+def graphs_while_timed(mode: dict, warmup: int) -> int:
+    """Graphs TorchDynamo compiled during the timed iterations of a mode
+    (recompilations whose time is in its times)."""
+    graphs = mode.get('graphs') or []
+    if len(graphs) <= warmup:  # no timed iteration recorded
+        return 0
+    return graphs[-1] - (graphs[warmup - 1] if warmup else 0)
 
 
 def receive(mode: dict):
@@ -464,7 +490,10 @@ def format_table(modes: List[dict], settings: dict) -> str:
             if mode['compile'] and twin and mode['times'] and twin['times']:
                 ratio = statistics.median(mode['times']) / statistics.median(
                     twin['times'])
-                lines.append(f"- {twin['label']}: {ratio:.2f}")
+                recompiled = graphs_while_timed(mode, settings['warmup'])
+                lines.append(f"- {twin['label']}: {ratio:.2f}" + (
+                    f' ({recompiled} graphs compiled during the timed '
+                    'iterations)' if recompiled else ''))
     return '\n'.join(lines)
 
 
