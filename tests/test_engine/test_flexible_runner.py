@@ -9,6 +9,7 @@ weights of an uninterrupted one."""
 import importlib.util
 import os.path as osp
 import sys
+from typing import Optional
 
 import pytest
 import torch
@@ -49,7 +50,8 @@ SGD = "type='SGD', lr=0.1, momentum=0.9, weight_decay=1e-4"
 
 
 # The toy recipe under DeepSpeed: its optimizer wrapper, gradient clipping in
-# the engine (never active here, as the recipe's clip_grad under DDP).
+# the engine (the recipe's max_norm, never active here; write_config's `clip`
+# sets another).
 DEEPSPEED = FLEXIBLE + (
     "optim_wrapper = dict(_delete_=True, type='DeepSpeedOptimWrapper', "
     f'optimizer=dict({ADAMW}))\n'
@@ -67,16 +69,27 @@ needs_deepspeed = pytest.mark.skipif(
 
 
 def write_config(tmp_path, base: str, engine: str, name: str,
-                 sgd: bool = False) -> str:
+                 sgd: bool = False, clip: Optional[float] = None) -> str:
+    """``clip``: the gradient norm clipped to (the toy recipe's 5.0, never
+    reached, if None)."""
     text = ENGINES[engine]
-    if sgd and engine.startswith('deepspeed'):
+    deepspeed = engine.startswith('deepspeed')
+    if deepspeed and clip is not None:
+        text = text.replace('gradient_clipping=5.0',
+                            f'gradient_clipping={clip}')
+    if sgd and deepspeed:
         # DeepSpeed tests its ZeRO optimizers with Adam/Lamb only.
         text = text.replace(ADAMW, SGD).replace(
             "strategy = dict(type='DeepSpeedStrategy', ",
             "strategy = dict(type='DeepSpeedStrategy', config=dict("
             'zero_allow_untested_optimizer=True), ')
-    elif sgd:
-        text += f'optim_wrapper = dict(optimizer=dict(_delete_=True, {SGD}))\n'
+    elif not deepspeed and (sgd or clip is not None):
+        # One assignment: a second `optim_wrapper = ...` in the same file
+        # would replace the first, not merge with it.
+        optim = [f'optimizer=dict(_delete_=True, {SGD})'] if sgd else []
+        if clip is not None:
+            optim.append(f'clip_grad=dict(max_norm={clip})')
+        text += f'optim_wrapper = dict({", ".join(optim)})\n'
     path = tmp_path / f'{name}.py'
     path.write_text(f'_base_ = [{base!r}]\n' + PROBE + text)
     return str(path)
@@ -106,16 +119,25 @@ def assert_same_weights(a: dict, b: dict, rtol: float = 1e-5,
 
 
 # -- toy ViT (AugMask: token dropping) --------------------------------------
+#: The gradient norm the ViT runs clip to: below the gradient's (0.31 and
+#: 0.37 at the 2 iterations), so that each update is clipped. Before FSDP
+#: clipped by the global norm, its ranks logged 0.0 and 0.31 at the first
+#: (rank 0's shard then has no gradient: the head starts at zero) and the
+#: weights were 12.8% of the update off DDP's.
+VIT_CLIP = 0.1
+
+
 @pytest.fixture(scope='module')
 def vit_runs(tmp_path_factory, image_folder):
     """The AugMask toy ViT, 1 epoch (2 iterations per rank), under each
-    engine. The config is the plain one plus the four switch-on lines: the
-    FlexibleRunner runs get the wrapper in their strategy from
-    prepare_augsub_config."""
+    engine, its gradient clipped (VIT_CLIP). The config is the plain one plus
+    the four switch-on lines: the FlexibleRunner runs get the wrapper in
+    their strategy from prepare_augsub_config."""
     tmp = tmp_path_factory.mktemp('vit')
     runs = {}
     for engine in ('runner_ddp', 'flexible_ddp', 'flexible_fsdp'):
-        cfg = write_config(tmp, AUGMASK_CFG, engine, engine, sgd=True)
+        cfg = write_config(tmp, AUGMASK_CFG, engine, engine, sgd=True,
+                           clip=VIT_CLIP)
         work_dir = str(tmp / engine)
         proc = dist_train(
             cfg, work_dir, **{
@@ -149,6 +171,21 @@ def test_vit_weights_equal_runner_ddp(vit_runs, engine):
     assert any(not torch.equal(v, start[k]) for k, v in reference.items())
 
 
+@pytest.mark.parametrize('engine', ['flexible_ddp', 'flexible_fsdp'])
+def test_vit_clips_by_the_global_grad_norm(vit_runs, engine):
+    """Each rank logs (``grad_norm``) and clips by the norm of the whole
+    gradient, as under the Runner's DDP, whose ranks each hold the whole
+    (all-reduced) gradient: the norm mmengine's clipping computes there is
+    the global one. FSDP's ranks hold shards of it."""
+    reference = vit_runs['runner_ddp'][1][0]['grad_norms']
+    assert len(reference) == 2 and min(reference) > VIT_CLIP
+    for rank in vit_runs['runner_ddp'][1] + vit_runs[engine][1]:
+        assert rank['grad_norms'] == pytest.approx(reference, rel=1e-5)
+        # What each step applied: the whole gradient, clipped to VIT_CLIP.
+        assert rank['applied_norms'] == pytest.approx([VIT_CLIP] * 2,
+                                                      rel=1e-5)
+
+
 @needs_deepspeed
 @pytest.mark.parametrize('stage', [1, 2, 3])
 def test_vit_deepspeed_weights_equal_runner_ddp(vit_runs, image_folder,
@@ -156,7 +193,8 @@ def test_vit_deepspeed_weights_equal_runner_ddp(vit_runs, image_folder,
     engine = f'deepspeed_zero{stage}'
     work_dir = str(tmp_path / engine)
     proc = dist_train(
-        write_config(tmp_path, AUGMASK_CFG, engine, engine, sgd=True),
+        write_config(tmp_path, AUGMASK_CFG, engine, engine, sgd=True,
+                     clip=VIT_CLIP),
         work_dir, **{
             'train_dataloader.dataset.data_root': image_folder,
             'train_cfg.max_epochs': 1})
@@ -191,6 +229,10 @@ def test_flexible_runner_on_one_device(image_folder, tmp_path):
 
 
 # -- toy Swin (AugMask: the mask token) -------------------------------------
+#: Below the gradient norm of each of the 3 iterations (3.7, 2.4, 2.6).
+SWIN_CLIP = 1.0
+
+
 @pytest.fixture(scope='module')
 def swin_runs(tmp_path_factory):
     from test_configs import tiny_version
@@ -208,8 +250,8 @@ def swin_runs(tmp_path_factory):
     runs = {}
     for engine in ('runner_ddp', 'flexible_ddp', 'flexible_fsdp'):
         work_dir = str(tmp / engine)
-        proc = dist_train(write_config(tmp, base, engine, engine, sgd=True),
-                          work_dir)
+        proc = dist_train(write_config(tmp, base, engine, engine, sgd=True,
+                                       clip=SWIN_CLIP), work_dir)
         assert proc.returncode == 0, proc.stdout[-6000:]
         runs[engine] = (proc.stdout, probes(work_dir))
     return runs
@@ -232,6 +274,13 @@ def test_swin_weights_equal_runner_ddp(swin_runs, engine):
         token = rank['params']['augsub.mask_token']
         assert not torch.equal(token, rank['start']['augsub.mask_token'])
         assert rank['token_decay'] == [0.]
+        # Clipped by the norm of the whole gradient (under FSDP, its shards
+        # and the replicated mask token, counted once).
+        assert min(reference['grad_norms']) > SWIN_CLIP
+        assert rank['grad_norms'] == pytest.approx(reference['grad_norms'],
+                                                   rel=1e-4)
+        assert rank['applied_norms'] == pytest.approx([SWIN_CLIP] * 3,
+                                                      rel=1e-5)
     assert 'loss_sub: ' in swin_runs[engine][0]
 
 

@@ -2,7 +2,8 @@
 AugSubFSDPStrategy builds the recipe's ``AmpOptimWrapper`` (through our
 optimizer constructor) with FSDP's ``ShardedGradScaler``, and both passes
 share its loss scale: one unscale / step / update per iteration, and the
-update does not depend on the scale.
+update does not depend on the scale. The gradient is unscaled before it is
+clipped, by the norm of the whole gradient (not each rank's shard).
 
 mmengine refuses to build an AmpOptimWrapper without CUDA and its scaler
 disables itself on the CPU: the check is patched and the scaler replaced by
@@ -14,10 +15,13 @@ import socket
 import warnings
 from unittest.mock import MagicMock, patch
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
 CUDA_CHECK = 'mmengine.optim.optimizer.amp_optimizer_wrapper.is_cuda_available'
+#: Below the gradient's norm (11.8): the step clips.
+CLIP = 5.0
 
 
 def free_port() -> int:
@@ -39,6 +43,7 @@ def worker(rank: int, port: int, out_dir: str) -> None:
     from augsub_mm.engine.strategies import AugSubFSDPStrategy
     from augsub_mm.models.wrappers import AugSubFullyShardedDataParallel
     from conftest import TINY_CONFIGS
+    from flexible_probe import full_grad_norm
 
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     dist.init_process_group('gloo', rank=rank, world_size=2)
@@ -62,7 +67,7 @@ def worker(rank: int, port: int, out_dir: str) -> None:
                 dict(type='AmpOptimWrapper', dtype='bfloat16',
                      constructor='AugSubOptimWrapperConstructor',
                      optimizer=dict(type='SGD', lr=0.1),
-                     clip_grad=dict(max_norm=1e3)), model)
+                     clip_grad=dict(max_norm=CLIP)), model)
         result['scaler_type'] = type(optim.loss_scaler).__name__
         optim.loss_scaler = MagicMock(wraps=ShardedGradScaler(
             'cpu', init_scale=init_scale))
@@ -74,7 +79,11 @@ def worker(rank: int, port: int, out_dir: str) -> None:
         with FSDP.summon_full_params(model, writeback=False):
             start = torch.cat(
                 [p.detach().flatten() for p in model.module.parameters()])
+        applied = []
+        optim.optimizer.register_step_pre_hook(
+            lambda *_: applied.append(full_grad_norm(model)))
         log_vars = model.train_step(data, optim)
+        grad_norm = optim.message_hub.get_scalar('train/grad_norm').current()
         scaler = optim.loss_scaler
         with FSDP.summon_full_params(model, writeback=False):
             params = torch.cat(
@@ -83,6 +92,7 @@ def worker(rank: int, port: int, out_dir: str) -> None:
             calls=[scaler.scale.call_count, scaler.unscale_.call_count,
                    scaler.step.call_count, scaler.update.call_count],
             count=optim._inner_count, logged=sorted(log_vars),
+            grad_norm=float(grad_norm), applied=applied,
             params=params.tolist(), start=start.tolist())
     with open(osp.join(out_dir, f'rank{rank}.json'), 'w') as f:
         json.dump(result, f)
@@ -106,8 +116,24 @@ def test_fsdp_amp_one_scale_for_both_passes(tmp_path):
             assert run['count'] == 1
             assert run['params'] != run['start']  # not a skipped step
             assert {'loss', 'loss_sub'} <= set(run['logged'])
+        # Unscaled, then clipped by the norm of the whole gradient (each
+        # rank holds a shard): the norm logged on each rank, the same at
+        # both scales.
+        assert small['grad_norm'] > CLIP
+        for run in (small, large):
+            assert run['grad_norm'] == pytest.approx(
+                ranks[0]['1.0']['grad_norm'], rel=1e-6)
+            assert run['applied'] == [pytest.approx(CLIP, rel=1e-5)]
         # The update does not depend on the loss scale.
         torch.testing.assert_close(torch.tensor(large['params']),
                                    torch.tensor(small['params']),
                                    rtol=1e-5, atol=1e-6)
     assert ranks[0]['1.0']['params'] == ranks[1]['1.0']['params']
+
+
+def test_fsdp_norm_clipping_refuses_unknown_arguments():
+    # Refused before FSDP is asked: no process group needed.
+    from augsub_mm.models.wrappers import AugSubFullyShardedDataParallel
+    with pytest.raises(ValueError, match=r"clip_grad got \['clip_value'\]"):
+        AugSubFullyShardedDataParallel.clip_global_norm(
+            None, [], max_norm=1.0, clip_value=0.1)

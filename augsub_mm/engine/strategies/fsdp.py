@@ -29,6 +29,8 @@ class AugSubFSDPStrategy(CountsIterations, FSDPStrategy):
       plain config and ``--resume`` restores. mmengine's default,
       ``'local'``, saves one file of torch ``ShardedTensor`` per rank, which
       torch >= 2.6's safe loader refuses on resume; it is refused here.
+    - Gradient clipping by norm uses the norm of the whole gradient, not
+      each rank's shard (the wrapper's ``clip_global_norm``).
     - The optimizer wrapper counts iterations as under the Runner, also
       after ``--resume`` (:class:`CountsIterations`).
     - On a machine without an accelerator, optimizer states are gathered

@@ -1,6 +1,6 @@
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from functools import partial
-from typing import Callable, ContextManager, Dict, Optional, Union
+from typing import Callable, ContextManager, Dict, Iterator, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -50,6 +50,13 @@ class AugSubFullyShardedDataParallel(MMFullyShardedDataParallel):
     FSDP unit of its own (their children may be): the sub-model reaches
     into the backbone by module type (its family adapter) and uses its own
     parameters (the mask token) inside the backbone's forward.
+
+    Gradient clipping by norm (``optim_wrapper = dict(clip_grad=dict(
+    max_norm=...))``) clips by the norm of the whole gradient, with FSDP's
+    :meth:`clip_grad_norm_`, and logs that norm as ``grad_norm``:
+    mmengine's optimizer wrapper would clip each rank's shard by the shard's
+    own norm. Clipping by value (``type='value'``) needs nothing: it is
+    elementwise, so clipping each shard is clipping the whole gradient.
 
     ``use_orig_params`` must stay True (mmengine's default): the optimizer
     constructor and the sub-model find their parameters (Swin's mask token)
@@ -103,7 +110,63 @@ class AugSubFullyShardedDataParallel(MMFullyShardedDataParallel):
 
     def train_step(self, data: Union[dict, tuple, list],
                    optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
-        return self.module.augsub_train_step(self, data, optim_wrapper)
+        with self._global_norm_clipping(optim_wrapper):
+            return self.module.augsub_train_step(self, data, optim_wrapper)
+
+    @contextmanager
+    def _global_norm_clipping(self,
+                              optim_wrapper: OptimWrapper) -> Iterator[None]:
+        """Within the step, the optimizer wrapper's norm clipping calls
+        :meth:`clip_global_norm` instead of torch's per-tensor-list
+        function. Only the function is swapped: mmengine's ``_clip_grad``
+        still decides when to clip (``AmpOptimWrapper`` after unscaling the
+        gradient) and logs what the function returns."""
+        local = torch.nn.utils.clip_grad_norm_
+        if getattr(optim_wrapper, 'clip_func', None) is not local:
+            # No norm clipping, clipping by value (exact on shards), or a
+            # clip function of the user's own.
+            yield
+            return
+        optim_wrapper.clip_func = self.clip_global_norm
+        try:
+            yield
+        finally:
+            optim_wrapper.clip_func = local
+
+    def clip_global_norm(self, params, max_norm: float,
+                         norm_type: float = 2.0,
+                         error_if_nonfinite: bool = False,
+                         foreach: Optional[bool] = None,
+                         **unknown) -> torch.Tensor:
+        """``torch.nn.utils.clip_grad_norm_`` for the sharded gradient:
+        FSDP's :meth:`clip_grad_norm_` all-reduces the shards' norms
+        (parameters outside FSDP's flat parameters, replicated on every
+        rank, counted once). It clips every parameter of the model with a
+        gradient, ``params`` (the optimizer's) being those unless some
+        parameter with a gradient was left out of the optimizer.
+        ``foreach`` is a speed choice FSDP makes itself.
+
+        Every rank must call it (it all-reduces): mmengine's ``_clip_grad``
+        skips the call on a rank without any gradient, which only a rank
+        whose shards hold padding alone (a model of fewer elements than
+        ranks per FSDP unit) could be."""
+        if unknown:
+            raise ValueError(
+                f'clip_grad got {sorted(unknown)}, which gradient clipping '
+                'by norm does not take: its arguments are those of '
+                'torch.nn.utils.clip_grad_norm_ (max_norm, norm_type, '
+                'error_if_nonfinite, foreach). Remove the others from '
+                "optim_wrapper's clip_grad.")
+        norm = self.clip_grad_norm_(max_norm, norm_type)
+        if error_if_nonfinite and not torch.isfinite(norm):
+            # torch raises before clipping; FSDP's function has no such
+            # check, so the gradient is already scaled: the run stops.
+            raise RuntimeError(
+                f'The total norm of order {norm_type} of the gradient is '
+                'non-finite, so it cannot be clipped. To scale the gradient '
+                'by the non-finite norm anyway, set '
+                "error_if_nonfinite=False in optim_wrapper's clip_grad.")
+        return norm
 
 
 def resolve_policy(policy: Union[str, dict, Callable, None]
