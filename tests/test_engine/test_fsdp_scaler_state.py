@@ -7,7 +7,8 @@ scaler's state beside the optimizer's. mmengine's FSDPStrategy saves
 that dict from ``state`` and ``param_groups`` only: the scale is dropped,
 and a resumed fp16 run (the zoo's MAE FSDP configs use AmpOptimWrapper)
 starts again from the initial scale, skipping steps until it has backed off
-to where it was. Run on one CPU process (gloo), AMP in bfloat16 with
+to where it was. AugSubFSDPStrategy saves it beside them and restores it.
+Run on one CPU process (gloo), AMP in bfloat16 with
 mmengine's CUDA check patched, as in test_fsdp_amp.py."""
 import os
 import os.path as osp
@@ -15,7 +16,6 @@ import socket
 import warnings
 from unittest.mock import patch
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -65,11 +65,6 @@ def worker(rank: int, port: int, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'known bug: FSDP.optim_state_dict keeps state and param_groups only, so '
-    "AmpOptimWrapper's loss_scaler is not saved under FSDP; the fix belongs "
-    'in augsub_mm/engine/strategies/fsdp.py (optim_state_dict adds the '
-    "wrapper's loss_scaler state, load_optim_state_dict restores it)"))
 def test_fsdp_checkpoint_keeps_the_loss_scale(tmp_path):
     mp.start_processes(worker, args=(free_port(), str(tmp_path)), nprocs=1,
                        start_method='spawn')

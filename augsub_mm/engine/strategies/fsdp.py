@@ -96,9 +96,24 @@ class AugSubFSDPStrategy(CountsIterations, FSDPStrategy):
             # FSDP clones each state.
             self.optim_state_dict_config.offload_to_cpu = False
 
+    def optim_state_dict(self) -> dict:
+        # FSDP.optim_state_dict keeps `state` and `param_groups` only: the
+        # AMP loss scale the Runner saves beside them would be lost, and a
+        # resumed fp16 run would start again from the initial scale.
+        state_dict = super().optim_state_dict()
+        scaler = getattr(self.optim_wrapper, 'loss_scaler', None)
+        if scaler is not None:
+            state_dict['loss_scaler'] = scaler.state_dict()
+        return state_dict
+
     def load_optim_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        scaler = state_dict.pop('loss_scaler', None)
         optim_state_dict = FSDP.optim_state_dict_to_load(
             model=self.model,
             optim=self.optim_wrapper.optimizer,
             optim_state_dict=state_dict)
+        if scaler is not None:
+            # AmpOptimWrapper.load_state_dict restores it from this key.
+            optim_state_dict['loss_scaler'] = scaler
         self.optim_wrapper.load_state_dict(optim_state_dict)
