@@ -103,6 +103,8 @@ setup(
         onedl=requirements('requirements/onedl.txt'),
         # AugSubDeepSpeedStrategy's engine (FlexibleRunner + DeepSpeed).
         deepspeed=requirements('requirements/deepspeed.txt'),
+        # timm models (TimmClassifier, TIMMBackbone) under AugSub.
+        timm=requirements('requirements/timm.txt'),
         tests=requirements('requirements/tests.txt')),
     classifiers=[
         'License :: OSI Approved :: Apache Software License',
