@@ -23,6 +23,7 @@ from mmengine.utils.dl_utils import set_multi_processing
 from torch.nn.parallel import DistributedDataParallel
 
 from .engine.optimizers import AugSubOptimWrapperConstructor
+from .models.classifiers.augsub_timm_classifier import HF_REFUSAL
 from .models.classifiers.augsub_classifier import (
     FINE_TUNE_HINT, SUB_MODELS, check_classification_head, describe_parts)
 from .models.wrappers import AugSubDistributedDataParallel
@@ -42,6 +43,12 @@ AUGSUB_STRATEGIES = dict(
     AugSubDDPStrategy=WRAPPER,
     AugSubFSDPStrategy='AugSubFullyShardedDataParallel',
     AugSubDeepSpeedStrategy=None)
+#: Model types of the switch: the type an MMPretrain classifier gets, and
+#: the AugSub classifier type it gets (AugSubClassifier builds the AugSub
+#: classifier of a config with ``model_name`` and no backbone too).
+SWITCH_TYPES = dict(ImageClassifier='AugSubClassifier',
+                    TimmClassifier='AugSubTimmClassifier')
+AUGSUB_TYPES = ('AugSubClassifier', 'AugSubTimmClassifier')
 SPEC_HELP = (f'TYPE[:RATIO] with TYPE one of {SUB_MODELS} and RATIO a number '
              f'in (0, 1) (default {DEFAULT_RATIO}), e.g. AugMask:0.5')
 
@@ -137,8 +144,9 @@ def enable_augsub(cfg: Config, augsub: dict) -> Config:
 
     Args:
         cfg (Config): A config whose ``model.type`` is ``ImageClassifier``
-            (any model-zoo classification config) or already
-            ``AugSubClassifier`` (then only ``augsub`` is replaced).
+            (any model-zoo classification config) or ``TimmClassifier``
+            (a timm model), or already ``AugSubClassifier`` /
+            ``AugSubTimmClassifier`` (then only ``augsub`` is replaced).
         augsub (dict): The sub-model, e.g. ``parse_augsub('AugMask:0.5')``.
 
     Returns:
@@ -152,12 +160,14 @@ def enable_augsub(cfg: Config, augsub: dict) -> Config:
     """
     model = cfg.get('model')
     model_type = _type_name(model.get('type')) if model else None
-    if model_type not in ('ImageClassifier', 'AugSubClassifier'):
+    if model_type == 'HuggingFaceClassifier':
+        raise ValueError(HF_REFUSAL)
+    if model_type not in (*SWITCH_TYPES, *AUGSUB_TYPES):
         raise ValueError(
             f'AugSub trains image classifiers: model.type must be '
-            f"'ImageClassifier' (or 'AugSubClassifier'), got {model_type!r}. "
-            + FINE_TUNE_HINT)
-    model.type = 'AugSubClassifier'
+            f"'ImageClassifier' or 'TimmClassifier' (or an AugSub classifier "
+            f'already), got {model_type!r}. ' + FINE_TUNE_HINT)
+    model.type = SWITCH_TYPES.get(model_type, model_type)
     model.augsub = dict(augsub)
 
     imports = cfg.get('custom_imports') or dict(allow_failed_imports=False)
@@ -206,7 +216,7 @@ def prepare_augsub_config(cfg: Config) -> Config:
             lines merged onto a self-supervised config (MAE, SimCLR, ...).
     """
     model = cfg.get('model')
-    if not model or _type_name(model.get('type')) != 'AugSubClassifier':
+    if not model or _type_name(model.get('type')) not in AUGSUB_TYPES:
         return cfg
     if model.get('head') is not None:  # (without one, the build refuses)
         check_classification_head(model.head, lambda: _describe_model(cfg))
@@ -220,7 +230,8 @@ def prepare_augsub_config(cfg: Config) -> Config:
     wrapper_type = _type_name(wrapper.get('type', 'MMDistributedDataParallel'))
     if wrapper_type != WRAPPER:
         raise ValueError(
-            f'AugSubClassifier needs model_wrapper_cfg type {WRAPPER!r}, got '
+            f'{_type_name(model.type)} needs model_wrapper_cfg type '
+            f'{WRAPPER!r}, got '
             f'{wrapper_type!r}: other wrappers run their own training step '
             'and skip the sub-model. Remove model_wrapper_cfg from the config '
             f"or set model_wrapper_cfg = dict(type='{WRAPPER}') (DDP options "
@@ -248,7 +259,7 @@ def _replaced_model(filename: Optional[str]
         model = Config.fromfile(path).get('model') or {}
         if model.get('type') is None:
             continue
-        if _type_name(model.type) == 'AugSubClassifier':
+        if _type_name(model.type) in AUGSUB_TYPES:
             # An AugSub config itself: the model it switched on is further
             # down its bases.
             return _replaced_model(path)

@@ -48,7 +48,8 @@ def mmpretrain_scope():
 
 
 def build_model(cfg):
-    with torch.device('meta' if cfg.model.backbone.type in META else 'cpu'):
+    backbone = cfg.model.get('backbone') or {}  # none: a TimmClassifier
+    with torch.device('meta' if backbone.get('type') in META else 'cpu'):
         return MODELS.build(cfg.model)
 
 
@@ -68,7 +69,11 @@ def test_builds(path, monkeypatch):
     monkeypatch.syspath_prepend(osp.join(REPO, 'tools', 'study'))
     cfg = Config.fromfile(path)
     model = build_model(cfg)
-    assert type(model).__name__ == cfg.model.type
+    # The switch on a TimmClassifier config builds its AugSub classifier.
+    timm_switch = cfg.model.type == 'AugSubClassifier' and \
+        'model_name' in cfg.model
+    assert type(model).__name__ == ('AugSubTimmClassifier' if timm_switch
+                                    else cfg.model.type)
 
 
 def zoo_bases(path):
@@ -251,6 +256,39 @@ def test_resnet_rsb_a2_recipe(depth):
     assert cfg.train_dataloader.sampler.type == 'RepeatAugSampler'
     test = cfg.test_dataloader.dataset.pipeline
     assert (test[1].scale, test[2].crop_size) == (236, 224)  # crop 0.95
+
+
+TIMM_AUGMASK = osp.join(CONFIG_DIR, 'timm',
+                        'vit-small-p16-timm_4xb256-augmask-ft-100e_in1k.py')
+
+
+def test_timm_fine_tune_is_its_baseline_plus_the_four_lines():
+    cfg = Config.fromfile(TIMM_AUGMASK)
+    base = Config.fromfile(baseline_of(TIMM_AUGMASK))
+    assert cfg.custom_imports == SWITCH['custom_imports']
+    assert (cfg.model.type, base.model.type) == ('AugSubClassifier',
+                                                 'TimmClassifier')
+    assert cfg.model.augsub == SWITCH['augsub']
+    assert cfg.model_wrapper_cfg.type == SWITCH['wrapper']
+    assert cfg.randomness.diff_rank_seed is True
+    assert without_switch(cfg) == without_switch(base)
+    # The recipe: timm's ViT-S/16 from a local checkpoint, the zoo's DeiT-S
+    # pipeline and optimizer at the fine-tuning lr.
+    assert 'deit/deit-small_4xb256_in1k.py' in \
+        zoo_bases(baseline_of(TIMM_AUGMASK))
+    assert (base.model.model_name, base.model.pretrained,
+            base.model.checkpoint_path, base.model.drop_path_rate) == \
+        ('vit_small_patch16_224', False, '', 0.1)
+    assert 'backbone' not in base.model and 'head' not in base.model
+    assert [(a.type, a.alpha) for a in base.model.train_cfg.augments] == \
+        [('Mixup', 0.8), ('CutMix', 1.0)]
+    assert (base.optim_wrapper.optimizer.type,
+            base.optim_wrapper.optimizer.lr) == ('AdamW', 5e-4)
+    assert base.train_cfg.max_epochs == 100
+    assert 4 * base.train_dataloader.batch_size == 1024
+    model = build_model(cfg)
+    assert type(model).__name__ == 'AugSubTimmClassifier'
+    assert model.augsub.describe(model.backbone) == 'token drop'
 
 
 # -- a few iterations of each family in the Runner ----------------------

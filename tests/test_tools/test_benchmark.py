@@ -94,3 +94,16 @@ def test_parse_sub():
     for bad in ('AugMask(0.5)', 'AugMask(ratio=x)', 'dict(', '1 + 2'):
         with pytest.raises(ValueError, match=r'Type\(arg=value'):
             tool.parse_sub(bad)
+
+
+def test_timm_config_baseline_is_the_timm_classifier():
+    tool = load_tool()
+    cfg = tool.load_config(
+        osp.join(TINY_CONFIGS, 'timm-vit-tiny_augmask_toy.py'), None)
+    assert tool.find_input_size(cfg) == (32, 32)  # model.img_size
+    baseline = tool.model_cfg(cfg, None, 'two_pass')
+    assert baseline['type'] == 'TimmClassifier' and 'augsub' not in baseline
+    sub = tool.model_cfg(cfg, ('AugMask', dict(ratio=0.5)), 'two_pass')
+    assert sub['type'] == 'AugSubClassifier'
+    assert sub['model_name'] == baseline['model_name'] == \
+        'vit_tiny_patch16_224'

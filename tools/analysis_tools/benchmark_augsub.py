@@ -3,8 +3,8 @@
 For a config, measures one training iteration -- data preprocessing
 (Mixup/CutMix included), forward, backward, optimizer step, i.e. the model's
 ``train_step`` as the Runner calls it -- of the baseline (the config's model
-as a plain ``ImageClassifier``) and of each requested sub-model of
-`Augmenting Sub-model to Improve Main Model
+as a plain ``ImageClassifier``, or ``TimmClassifier`` for a timm model) and
+of each requested sub-model of `Augmenting Sub-model to Improve Main Model
 <https://arxiv.org/abs/2306.11339>`_, on synthetic data of the config's
 input size. Every mode runs in a fresh process of its own, so that its peak
 memory is its own; the parent runs one iteration in each process in turn
@@ -164,7 +164,8 @@ def find_input_size(cfg) -> Tuple[int, int]:
             if key and transform.get(key) is not None:
                 size = transform[key]
     if size is None:
-        size = cfg.model.get('backbone', {}).get('img_size')
+        # An mmpretrain backbone's, or a timm model's (TimmClassifier).
+        size = (cfg.model.get('backbone') or cfg.model).get('img_size')
     if size is None:
         raise ValueError('Cannot tell the input size from the config: pass '
                          '--input-size H [W].')
@@ -181,8 +182,11 @@ def model_cfg(cfg, sub: Optional[Tuple[str, dict]],
     for key in ('augsub', 'sub_loss', 'step_mode'):
         model.pop(key, None)
     if sub is None:
-        if model['type'] == 'AugSubClassifier':
-            model['type'] = 'ImageClassifier'
+        if model['type'] in ('AugSubClassifier', 'AugSubTimmClassifier'):
+            # The plain classifier of the model's source: a timm model
+            # (model_name, no backbone) is a TimmClassifier.
+            model['type'] = 'ImageClassifier' if 'backbone' in model else \
+                'TimmClassifier'
         return model
     name, kwargs = sub
     model.update(type='AugSubClassifier', augsub=dict(type=name, **kwargs),

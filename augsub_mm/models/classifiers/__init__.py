@@ -1,3 +1,4 @@
 from .augsub_classifier import AugSubClassifier
+from .augsub_timm_classifier import AugSubTimmClassifier
 
-__all__ = ['AugSubClassifier']
+__all__ = ['AugSubClassifier', 'AugSubTimmClassifier']

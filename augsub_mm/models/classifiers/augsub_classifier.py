@@ -47,15 +47,18 @@ SUMMED_SCORE_LOSSES = (ConformerHead._get_loss, )
 
 def checkpointing_module(module: nn.Module) -> Optional[str]:
     """Name of the first sub-module of ``module`` that recomputes its forward
-    in the backward (``with_cp=True`` of mmpretrain's blocks, a forward
-    wrapped by mmengine's ``activation_checkpointing``, or RevViT's
-    reversible layers, which rebuild their activations from their outputs
-    in a custom backward), else None."""
+    in the backward (``with_cp=True`` of mmpretrain's blocks, timm's
+    ``set_grad_checkpointing()``, a forward wrapped by mmengine's
+    ``activation_checkpointing``, or RevViT's reversible layers, which
+    rebuild their activations from their outputs in a custom backward),
+    else None."""
     for name, child in module.named_modules():
         # torch.compile's OptimizedModule also sets a forward of its own.
         wrapped_forward = 'forward' in vars(child) and \
             not hasattr(child, '_orig_mod')
-        if getattr(child, 'with_cp', False) is True or wrapped_forward or (
+        checkpointed = getattr(child, 'with_cp', False) is True or \
+            getattr(child, 'grad_checkpointing', False) is True
+        if checkpointed or wrapped_forward or (
                     isinstance(child, RevVisionTransformer)
                     and not child.no_custom_backward):
             return name or type(module).__name__
@@ -156,80 +159,26 @@ def running_stats_frozen(module: nn.Module) -> Iterator[None]:
             norm.track_running_stats = True
 
 
-@MODELS.register_module()
-class AugSubClassifier(ImageClassifier):
-    """Image classifier trained with an augmented sub-model (AugSub).
+class AugSubStep:
+    """The AugSub training step, shared by the classifiers of every model
+    source (:class:`AugSubClassifier` for ``ImageClassifier`` configs,
+    :class:`~augsub_mm.models.classifiers.AugSubTimmClassifier` for
+    ``TimmClassifier``): one function for the step, the sub pass, the
+    branch modes of ``forward`` and the refusals.
 
-    From `Augmenting Sub-model to Improve Main Model
-    <https://arxiv.org/abs/2306.11339>`_ (MaskSub, CVPR 2025). Each training
-    iteration runs the main model on the (Mixup/CutMix-ed) batch against the
-    labels, and the same network under extra regularization (``augsub``)
-    against the main model's detached prediction; both losses are weighted
-    1/2 and one optimizer step is taken. Everything else -- validation, test,
-    ``predict`` and ``tensor`` modes, the state dict -- is that of
-    :class:`ImageClassifier`, so a trained checkpoint is a plain classifier.
-
-    Args:
-        augsub (dict | BaseSubModel): The sub-model, e.g.
-            ``dict(type='AugMask', ratio=0.5)``; one of ``AugMask``,
-            ``AugDrop``, ``AugPath``.
-        sub_loss (dict, optional): Loss of the sub-model. Defaults to
-            ``dict(type='AugSubLoss')``, whose soft target (softmax or
-            sigmoid) and weight follow the head's loss.
-        step_mode (str): ``'two_pass'`` backpropagates the main loss before
-            the sub forward, so that peak memory stays that of normal
-            training; ``'joint'`` does one backward of (main + sub) / 2 over
-            both graphs. Same gradient. Defaults to ``'two_pass'``.
-        sub_bn_stats (str): What the sub pass does to the running statistics
-            of BatchNorm (and other norm layers that keep them). Both modes
-            normalize the sub pass with its own batch's statistics, so the
-            gradient is the same. ``'update'`` (the paper's behaviour): the
-            sub forward updates them too, with the statistics of the masked
-            / dropped batch; ``num_batches_tracked`` grows by 2 per
-            iteration, and the running statistics used at test time drift
-            toward those of masked images (zeroed patches lower a ResNet
-            stem's running variance). ``'frozen'``: they are those of the
-            main pass alone (``num_batches_tracked`` +1 per iteration), also
-            when gradient checkpointing recomputes the sub forward in the
-            backward; for BatchNorm, SyncBatchNorm, ``momentum=None``
-            alike. Refused for a model without such layers (a ViT).
-            Defaults to ``'update'``.
-        **kwargs: The arguments of :class:`ImageClassifier` (backbone, neck,
-            head, data_preprocessor, train_cfg, ...).
-
-    Examples:
-        >>> import torch
-        >>> import augsub_mm  # noqa: F401
-        >>> from mmpretrain.registry import MODELS
-        >>> model = MODELS.build(dict(
-        ...     type='AugSubClassifier',
-        ...     augsub=dict(type='AugMask', ratio=0.5),
-        ...     backbone=dict(type='VisionTransformer', arch=dict(
-        ...         embed_dims=32, num_layers=2, num_heads=2,
-        ...         feedforward_channels=64), img_size=32, patch_size=8),
-        ...     head=dict(type='VisionTransformerClsHead', num_classes=10,
-        ...               in_channels=32)))
-        >>> model(torch.rand(2, 3, 32, 32)).shape
-        torch.Size([2, 10])
+    A classifier using it comes first in the bases, before its MMPretrain
+    classifier, calls :meth:`init_augsub` at the end of ``__init__``, and
+    defines what differs between model sources: ``backbone`` (the network
+    the sub-model is bound to), ``_main_branch(inputs, data_samples)``
+    (the main losses and the detached teacher) and ``_sub_branch(inputs,
+    teacher)`` (``dict(loss_sub=...)``).
     """
 
-    def __init__(self,
-                 backbone: dict,
-                 augsub: Union[dict, BaseSubModel] = None,
-                 sub_loss: Optional[dict] = None,
-                 step_mode: str = 'two_pass',
-                 sub_bn_stats: str = 'update',
-                 **kwargs):
-        # Before anything is built: merged onto a self-supervised model's
-        # config, the switch lines leave its parts, which would fail later
-        # with unrelated errors (its data preprocessor, its loss).
-        check_classification_head(
-            kwargs.get('head'), lambda: describe_parts(dict(
-                kwargs, backbone=backbone)) + ' (the line `model = '
-            "dict(type='AugSubClassifier', ...)` replaces the type of the "
-            'model of the config it is merged onto, e.g. MAE or SimCLR '
-            'pre-training)')
-        super().__init__(backbone, **kwargs)
+    def init_augsub(self, augsub: Union[dict, BaseSubModel],
+                    sub_loss: Optional[dict], step_mode: str,
+                    sub_bn_stats: str, loss_module: nn.Module) -> None:
+        """Build and bind the sub-model and its loss (which follows
+        ``loss_module``, the main loss), once the network is built."""
         if step_mode not in STEP_MODES:
             raise ValueError(f'Unsupported step_mode {step_mode!r}, please '
                              f'choose from {STEP_MODES}.')
@@ -251,7 +200,7 @@ class AugSubClassifier(ImageClassifier):
             self._check_joint_without_checkpointing()
         if not isinstance(sub_loss, nn.Module):
             sub_loss = MODELS.build(sub_loss or dict(type='AugSubLoss'))
-        sub_loss.match_head_loss(self.head.loss_module)
+        sub_loss.match_head_loss(loss_module)
         self.sub_loss = sub_loss
 
     def _check_joint_without_checkpointing(self) -> None:
@@ -274,7 +223,7 @@ class AugSubClassifier(ImageClassifier):
                 mode: str = 'tensor',
                 teacher: Optional[torch.Tensor] = None,
                 sub_seed: Optional[int] = None):
-        """ImageClassifier's forward, plus the branches of the AugSub step.
+        """The classifier's forward, plus the branches of the AugSub step.
 
         The extra modes exist so that the training step can run each branch
         through a DDP wrapper's forward (which the reducer needs):
@@ -289,8 +238,8 @@ class AugSubClassifier(ImageClassifier):
         if mode == 'augsub_sub':
             if not self._sub_pass_active:
                 raise RuntimeError(
-                    "mode='augsub_sub' runs inside AugSubClassifier.sub_pass "
-                    '(the training step does it).')
+                    f"mode='augsub_sub' runs inside {type(self).__name__}."
+                    'sub_pass (the training step does it).')
             return self._sub_branch(inputs, teacher)
         if mode == 'augsub_joint':
             return self._joint_branches(inputs, data_samples, sub_seed)
@@ -382,57 +331,16 @@ class AugSubClassifier(ImageClassifier):
             finally:
                 self._sub_pass_active = False
 
-    def _head_scores(self, feats) -> Union[torch.Tensor, tuple]:
-        """The head's score tensor, or its tuple of scores for a head
-        whose loss sums the loss over them (:data:`SUMMED_SCORE_LOSSES`)."""
-        score = self.head(feats)
-        if isinstance(score, torch.Tensor):
-            return score
-        if isinstance(score, (tuple, list)) and score and all(
-                isinstance(s, torch.Tensor) for s in score) and \
-                type(self.head)._get_loss in SUMMED_SCORE_LOSSES:
-            return tuple(score)
-        raise TypeError(
-            f'AugSubClassifier needs a head whose forward returns one score '
-            f'tensor (or, as ConformerHead, scores whose losses it sums); '
-            f'{type(self.head).__name__} returns {type(score).__name__}, and '
-            "AugSub cannot tell what the sub-model should match. Use a head "
-            'with one score (e.g. LinearClsHead).')
-
-    def _main_branch(self, inputs, data_samples):
-        feats = self.extract_feat(inputs)
-        if type(self.head).loss in STANDARD_HEAD_LOSSES:
-            cls_score = self._head_scores(feats)
-            losses = self.head._get_loss(cls_score, data_samples)
-            return losses, _detached(cls_score)
-        # A head with a loss of its own (ArcFaceClsHead adds its margin to
-        # the target class there): the main loss is the head's, and the
-        # teacher is the head's prediction, as at inference.
-        losses = self.head.loss(feats, data_samples)
-        with torch.no_grad():
-            teacher = self._head_scores(feats)
-        return losses, teacher
-
-    def _sub_branch(self, inputs, teacher):
-        sub_score = self._head_scores(self.extract_feat(inputs))
-        # Once, before any backward: a sub pass that applied the sub-model
-        # nowhere would train a copy of the main pass.
-        self.augsub.check_acted(self.backbone)
-        if isinstance(sub_score, tuple):
-            return dict(loss_sub=sum(
-                self.sub_loss(s, t) for s, t in zip(sub_score, teacher)))
-        return dict(loss_sub=self.sub_loss(sub_score, teacher))
-
-    def loss(self, inputs: torch.Tensor,
-             data_samples: List[DataSample]) -> dict:
+    def loss(self, inputs: torch.Tensor, data_samples: List[DataSample],
+             **kwargs) -> dict:
         if self.training:
             # Whatever calls this in training (mmengine's DDP or FSDP
             # wrapper, on any world size) would train without the sub-model.
             raise RuntimeError(
-                'AugSubClassifier was asked for a plain training loss: the '
-                'model wrapper runs its own training step and would skip '
+                f'{type(self).__name__} was asked for a plain training loss: '
+                'the model wrapper runs its own training step and would skip '
                 'the sub-model. Add to your config: ' + WRAPPER_HINT)
-        return super().loss(inputs, data_samples)
+        return super().loss(inputs, data_samples, **kwargs)
 
     # -- training step --------------------------------------------------
     def train_step(self, data: Union[dict, tuple, list],
@@ -511,6 +419,134 @@ class AugSubClassifier(ImageClassifier):
         log_vars.update((k, v) for k, v in sub_vars.items() if k != 'loss')
         return log_vars
 
+
+@MODELS.register_module()
+class AugSubClassifier(AugSubStep, ImageClassifier):
+    """Image classifier trained with an augmented sub-model (AugSub).
+
+    From `Augmenting Sub-model to Improve Main Model
+    <https://arxiv.org/abs/2306.11339>`_ (MaskSub, CVPR 2025). Each training
+    iteration runs the main model on the (Mixup/CutMix-ed) batch against the
+    labels, and the same network under extra regularization (``augsub``)
+    against the main model's detached prediction; both losses are weighted
+    1/2 and one optimizer step is taken. Everything else -- validation, test,
+    ``predict`` and ``tensor`` modes, the state dict -- is that of
+    :class:`ImageClassifier`, so a trained checkpoint is a plain classifier.
+
+    Args:
+        augsub (dict | BaseSubModel): The sub-model, e.g.
+            ``dict(type='AugMask', ratio=0.5)``; one of ``AugMask``,
+            ``AugDrop``, ``AugPath``.
+        sub_loss (dict, optional): Loss of the sub-model. Defaults to
+            ``dict(type='AugSubLoss')``, whose soft target (softmax or
+            sigmoid) and weight follow the head's loss.
+        step_mode (str): ``'two_pass'`` backpropagates the main loss before
+            the sub forward, so that peak memory stays that of normal
+            training; ``'joint'`` does one backward of (main + sub) / 2 over
+            both graphs. Same gradient. Defaults to ``'two_pass'``.
+        sub_bn_stats (str): What the sub pass does to the running statistics
+            of BatchNorm (and other norm layers that keep them). Both modes
+            normalize the sub pass with its own batch's statistics, so the
+            gradient is the same. ``'update'`` (the paper's behaviour): the
+            sub forward updates them too, with the statistics of the masked
+            / dropped batch; ``num_batches_tracked`` grows by 2 per
+            iteration, and the running statistics used at test time drift
+            toward those of masked images (zeroed patches lower a ResNet
+            stem's running variance). ``'frozen'``: they are those of the
+            main pass alone (``num_batches_tracked`` +1 per iteration), also
+            when gradient checkpointing recomputes the sub forward in the
+            backward; for BatchNorm, SyncBatchNorm, ``momentum=None``
+            alike. Refused for a model without such layers (a ViT).
+            Defaults to ``'update'``.
+        **kwargs: The arguments of :class:`ImageClassifier` (backbone, neck,
+            head, data_preprocessor, train_cfg, ...).
+
+    Examples:
+        >>> import torch
+        >>> import augsub_mm  # noqa: F401
+        >>> from mmpretrain.registry import MODELS
+        >>> model = MODELS.build(dict(
+        ...     type='AugSubClassifier',
+        ...     augsub=dict(type='AugMask', ratio=0.5),
+        ...     backbone=dict(type='VisionTransformer', arch=dict(
+        ...         embed_dims=32, num_layers=2, num_heads=2,
+        ...         feedforward_channels=64), img_size=32, patch_size=8),
+        ...     head=dict(type='VisionTransformerClsHead', num_classes=10,
+        ...               in_channels=32)))
+        >>> model(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
+    """
+
+    def __new__(cls, *args, **kwargs):
+        # The four lines merged onto a TimmClassifier / HuggingFaceClassifier
+        # config keep its arguments (model_name, no backbone): the same
+        # switch builds the AugSub classifier of that model source.
+        if cls is AugSubClassifier and not args and 'backbone' not in kwargs \
+                and 'model_name' in kwargs:
+            from .augsub_timm_classifier import model_source_classifier
+            return model_source_classifier(**kwargs)
+        return super().__new__(cls)
+
+    def __init__(self,
+                 backbone: dict,
+                 augsub: Union[dict, BaseSubModel] = None,
+                 sub_loss: Optional[dict] = None,
+                 step_mode: str = 'two_pass',
+                 sub_bn_stats: str = 'update',
+                 **kwargs):
+        # Before anything is built: merged onto a self-supervised model's
+        # config, the switch lines leave its parts, which would fail later
+        # with unrelated errors (its data preprocessor, its loss).
+        check_classification_head(
+            kwargs.get('head'), lambda: describe_parts(dict(
+                kwargs, backbone=backbone)) + ' (the line `model = '
+            "dict(type='AugSubClassifier', ...)` replaces the type of the "
+            'model of the config it is merged onto, e.g. MAE or SimCLR '
+            'pre-training)')
+        super().__init__(backbone, **kwargs)
+        self.init_augsub(augsub, sub_loss, step_mode, sub_bn_stats,
+                         self.head.loss_module)
+
+    def _head_scores(self, feats) -> Union[torch.Tensor, tuple]:
+        """The head's score tensor, or its tuple of scores for a head
+        whose loss sums the loss over them (:data:`SUMMED_SCORE_LOSSES`)."""
+        score = self.head(feats)
+        if isinstance(score, torch.Tensor):
+            return score
+        if isinstance(score, (tuple, list)) and score and all(
+                isinstance(s, torch.Tensor) for s in score) and \
+                type(self.head)._get_loss in SUMMED_SCORE_LOSSES:
+            return tuple(score)
+        raise TypeError(
+            f'AugSubClassifier needs a head whose forward returns one score '
+            f'tensor (or, as ConformerHead, scores whose losses it sums); '
+            f'{type(self.head).__name__} returns {type(score).__name__}, and '
+            "AugSub cannot tell what the sub-model should match. Use a head "
+            'with one score (e.g. LinearClsHead).')
+
+    def _main_branch(self, inputs, data_samples):
+        feats = self.extract_feat(inputs)
+        if type(self.head).loss in STANDARD_HEAD_LOSSES:
+            cls_score = self._head_scores(feats)
+            losses = self.head._get_loss(cls_score, data_samples)
+            return losses, _detached(cls_score)
+        # A head with a loss of its own (ArcFaceClsHead adds its margin to
+        # the target class there): the main loss is the head's, and the
+        # teacher is the head's prediction, as at inference.
+        losses = self.head.loss(feats, data_samples)
+        with torch.no_grad():
+            teacher = self._head_scores(feats)
+        return losses, teacher
+
+    def _sub_branch(self, inputs, teacher):
+        sub_score = self._head_scores(self.extract_feat(inputs))
+        # Once, before any backward: a sub pass that applied the sub-model
+        # nowhere would train a copy of the main pass.
+        self.augsub.check_acted(self.backbone)
+        if isinstance(sub_score, tuple):
+            return dict(loss_sub=sum(
+                self.sub_loss(s, t) for s, t in zip(sub_score, teacher)))
+        return dict(loss_sub=self.sub_loss(sub_score, teacher))
 
 def _detached(score: Union[torch.Tensor, tuple]):
     if isinstance(score, tuple):

@@ -36,6 +36,7 @@ from .eva02 import EVA02Family
 from .grid import GridTokenFamily
 from .revvit import RevViTFamily
 from .swin import SwinFamily
+from .timm import TimmFamily
 from .vit import ViTFamily
 
 
@@ -119,7 +120,7 @@ GRID_FAMILIES = [
 
 #: Adapters in lookup order; the unlisted fallback comes last.
 FAMILIES = [ViTFamily, RevViTFamily, BEiTFamily, EVA02Family, SwinFamily,
-            *GRID_FAMILIES, ConvFamily, UnlistedFamily]
+            *GRID_FAMILIES, TimmFamily, ConvFamily, UnlistedFamily]
 
 
 #: Packages whose module classes a subclass of a zoo backbone may hold

@@ -6,6 +6,7 @@ should do) lives in one :class:`BackboneFamily` subclass per family, in one
 file of this package. Adding a family means adding one file and one line in
 ``FAMILIES`` (see ``__init__.py``).
 """
+import sys
 from functools import partial
 from typing import Callable, List, Tuple
 
@@ -23,6 +24,19 @@ MASKINGS = ('token_drop', 'mask_token', 'input')
 NOT_BLOCK_DROPOUTS = frozenset((
     'attn_drop', 'attn_dropout', 'attention_dropout', 'drop_after_pos',
     'pos_drop', 'position_encoding_drops'))
+#: Attribute names of the drop-path slots of residual branches: mmcv's
+#: (mmpretrain) and timm's, whose blocks name one slot per branch.
+DROP_PATH_SLOTS = frozenset(('drop_path', 'drop_path1', 'drop_path2'))
+
+
+def drop_path_types() -> tuple:
+    """The drop-path module classes AugPath drives: mmcv's, and timm's
+    when timm is loaded (a model holding timm's has imported it; augsub_mm
+    does not import timm itself, an optional extra)."""
+    layers = sys.modules.get('timm.layers')
+    timm_drop_path = getattr(layers, 'DropPath', None)
+    return (DropPath, ) if timm_drop_path is None else \
+        (DropPath, timm_drop_path)
 
 
 class SubPassSwitch:
@@ -148,11 +162,13 @@ class BackboneFamily:
         A slot holds a ``DropPath`` or, where the block was built with a drop
         rate of 0, an ``nn.Identity`` that AugPath temporarily replaces.
         """
+        types = drop_path_types()
         sites = [(parent, name)
                  for parent in self.backbone.modules()
                  for name, child in parent.named_children()
-                 if isinstance(child, DropPath) or (
-                     name == 'drop_path' and isinstance(child, nn.Identity))]
+                 if isinstance(child, types) or (
+                     name in DROP_PATH_SLOTS
+                     and isinstance(child, nn.Identity))]
         if not sites:
             raise ValueError(
                 f'AugPath found no drop-path slot in '

@@ -6,6 +6,7 @@ from mmpretrain.registry import MODELS
 from torch.utils.hooks import RemovableHandle
 
 from ..families import BackboneFamily, get_family
+from ..families.base import drop_path_types
 from ..utils.drop_path import MIN_SAVED_WORK, SkippingDropPath
 from .base import BaseSubModel, unwrap_compiled
 
@@ -84,12 +85,14 @@ class AugPath(BaseSubModel):
         # The slots as bound: while the sub pass is engaged, skipped slots
         # hold an nn.Identity that a new scan would not take for a slot.
         self._sites = family.drop_path_sites()
+        types = drop_path_types()
         for parent, name in self._sites:
             slot = getattr(parent, name)
             if (id(parent), name) in skipped:
                 # The branch's hooks apply the drop-path.
                 self._slots.append((parent, name, nn.Identity()))
-            elif isinstance(slot, DropPath):
+            elif isinstance(slot, types):
+                # mmcv's and timm's both read drop_prob at every call.
                 self._slots.append((slot, 'drop_prob', self.ratio))
                 acting.append(slot)
             else:

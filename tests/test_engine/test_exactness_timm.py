@@ -1,0 +1,280 @@
+"""timm models: the gradient of an AugSub step equals an independent
+reference, as in ``test_exactness_zoo``. Through ``TimmClassifier`` (the
+switch builds AugSubTimmClassifier) and, for the CNN, ``TIMMBackbone``
+inside ``ImageClassifier`` too.
+
+The reference is a plain classifier with the same weights; the sub-model is
+made here by hand: token drop as a full forward whose attention masks the
+dropped tokens as keys (timm's ``attn_mask``), the class token read (so the
+kept tokens' outputs are those of the shorter sequence); the mask token put
+at masked blocks of the patch embedding's (B, H, W, C) output (timm's
+Swin); masked input patches (a timm CNN); drop-path and dropout rates set
+by hand. Masks are drawn here from the sub pass's documented stream and
+compared with AugSub's; losses by hand; ONE autograd call.
+"""
+import copy
+from unittest.mock import patch
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn.bricks import DropPath
+from mmengine.optim import OptimWrapper
+from mmpretrain.registry import MODELS
+
+import augsub_mm  # noqa: F401
+from augsub_mm.models.utils import masking, sub_pass_seed
+
+timm = pytest.importorskip('timm')
+
+from test_exactness_zoo import Recorder, batch, tie  # noqa: E402
+
+NUM_CLASSES = 4
+RATIO = 0.5
+BLOCK_PIXELS = 16
+SIZE = 64
+
+# name: (timm model and arguments, AugMask form)
+MODELS_ = {
+    'vit': (dict(model_name='vit_tiny_patch16_224', img_size=SIZE,
+                 patch_size=16, depth=2, embed_dim=32, num_heads=2,
+                 drop_path_rate=0.1, proj_drop_rate=0.1), 'token_drop'),
+    'eva': (dict(model_name='eva02_tiny_patch14_224', img_size=SIZE,
+                 patch_size=16, depth=2, embed_dim=32, num_heads=2,
+                 drop_path_rate=0.1, proj_drop_rate=0.1), 'token_drop'),
+    'swin': (dict(model_name='swin_tiny_patch4_window7_224', img_size=SIZE,
+                  window_size=4, depths=(1, 1), num_heads=(1, 2),
+                  embed_dim=16, drop_path_rate=0.1, proj_drop_rate=0.1),
+             'mask_token'),
+    'resnet': (dict(model_name='test_resnet', drop_path_rate=0.1), 'input'),
+}
+
+
+PREPROCESSOR = dict(num_classes=NUM_CLASSES, mean=[127.5] * 3,
+                    std=[127.5] * 3)
+
+
+def classifier_cfg(name, source='timm', kind=None):
+    kwargs = dict(MODELS_[name][0])
+    if kind == 'AugMask' and MODELS_[name][1] == 'token_drop':
+        # A dropout draws per token: the shorter sequence draws other
+        # numbers than the reference's full one (a different mask, not a
+        # different function).
+        kwargs['proj_drop_rate'] = 0.
+    if source == 'timm':
+        return dict(type='TimmClassifier', pretrained=False,
+                    num_classes=NUM_CLASSES, **kwargs,
+                    data_preprocessor=dict(PREPROCESSOR))
+    probe = timm.create_model(pretrained=False, num_classes=0, **kwargs)
+    return dict(
+        type='ImageClassifier',
+        backbone=dict(type='TIMMBackbone', pretrained=False, **kwargs),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=NUM_CLASSES,
+                  in_channels=probe.num_features),
+        data_preprocessor=dict(PREPROCESSOR))
+
+
+def timm_model_of(net):
+    return net.model if hasattr(net, 'model') else net.backbone.timm_model
+
+
+def score(net, x, features=None):
+    """The classifier's score, through ``features`` (the sub pass by hand:
+    input to logits of the timm model, or to its pooled features)."""
+    if hasattr(net, 'model'):
+        return (features or net.model)(x)
+    if features is None:
+        return net.head(net.extract_feat(x))
+    return net.head(net.neck((features(x), )))
+
+
+class InputRecorder(Recorder):
+    """Also the block masks of input masking."""
+
+    def __enter__(self):
+        super().__enter__()
+        self.patches.append(patch.object(
+            masking, 'block_mask', self.record(masking.block_mask)))
+        self.patches[-1].start()
+        return self
+
+
+def augsub_step(name, kind, source):
+    torch.manual_seed(0)
+    cfg = classifier_cfg(name, source, kind)
+    augsub = dict(type=kind, ratio=RATIO)
+    if kind == 'AugMask':
+        augsub['input_patch_size'] = BLOCK_PIXELS
+    # The switch: the type line of the four lines.
+    cfg.update(type='AugSubClassifier', augsub=augsub)
+    model = MODELS.build(cfg)
+    model.train()
+    plain = {k: v.clone() for k, v in model.state_dict().items()
+             if not k.startswith('augsub.')}
+    token = getattr(model.augsub, 'mask_token', None)
+    token = None if token is None else token.detach().clone()
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    seen = []
+    step = optim.optimizer.step
+
+    def record(*args, **kwargs):
+        seen.append({n: p.grad.clone() for n, p in model.named_parameters()
+                     if p.grad is not None})
+        return step(*args, **kwargs)
+
+    optim.optimizer.step = record
+    with InputRecorder() as recorder:
+        torch.manual_seed(7)
+        model.train_step(batch(name), optim)
+    return seen[0], plain, token, recorder.drawn, model
+
+
+def hand_sub_model(name, kind, timm_model, token, drawn):
+    """Returns the sub pass's function of the input (what the timm model
+    returns: logits, or unpooled features under TIMMBackbone)."""
+    form = MODELS_[name][1]
+    if kind == 'AugDrop':
+        for mod_name, m in timm_model.named_modules():
+            if isinstance(m, nn.Dropout) and mod_name.split('.')[-1] in (
+                    'proj_drop', 'drop1', 'drop2'):
+                m.p = RATIO
+        return timm_model
+    if kind == 'AugPath':
+        vit_block = timm.models.vision_transformer.Block
+        for parent in list(timm_model.modules()):
+            for slot, child in list(parent.named_children()):
+                if slot not in ('drop_path', 'drop_path1', 'drop_path2'):
+                    continue
+                # AugPath runs timm ViT blocks' branches on the kept
+                # samples, with mmcv's draw; other slots keep their module
+                # at the sub-model's rate (an empty slot gets mmcv's).
+                if type(parent) is vit_block or isinstance(child,
+                                                           nn.Identity):
+                    setattr(parent, slot,
+                            DropPath(RATIO).train(child.training))
+                else:
+                    child.drop_prob = RATIO
+        return timm_model
+    if form == 'token_drop':
+        def features(x):
+            tokens = timm_model.patch_embed(x)
+            B = x.shape[0]
+            prefix = timm_model.num_prefix_tokens
+            L = tokens.shape[1]
+            k = int(L * (1 - RATIO))
+            idx = torch.rand(B, L).argsort(1)[:, :k].sort(1)[0]
+            drawn.append(idx)
+            keys = torch.zeros(B, prefix + L, dtype=torch.bool)
+            keys[:, :prefix] = True
+            keys.scatter_(1, prefix + idx, True)
+            mask = keys[:, None, None, :].expand(-1, 1, prefix + L, -1)
+            out = timm_model.forward_features(x, attn_mask=mask)
+            # The outputs of the tokens attended to, pooled as the model
+            # pools (class token, or the mean over them).
+            kept = torch.cat([torch.arange(prefix).expand(B, -1),
+                              prefix + idx], dim=1)
+            out = out.gather(1, kept[..., None].expand(-1, -1,
+                                                       out.shape[-1]))
+            return timm_model.forward_head(out)
+        return features
+    if form == 'mask_token':
+        def replace(module, args, out):
+            B, H, W, C = out.shape
+            side = BLOCK_PIXELS // 4
+            gh, gw = -(-H // side), -(-W // side)
+            n = gh * gw
+            masked = torch.zeros(B, n, dtype=torch.bool)
+            masked.scatter_(1, torch.rand(B, n).argsort(1)[
+                :, :n - int(n * (1 - RATIO))], True)
+            drawn.append(masked.view(B, gh, gw))
+            grid = masked.view(B, gh, gw)[:, torch.arange(H) // side][
+                :, :, torch.arange(W) // side]
+            return torch.where(grid[..., None], token, out)
+        timm_model.patch_embed.register_forward_hook(replace)
+        return timm_model
+
+    def masked_input(x):
+        B, _, H, W = x.shape
+        g = H // BLOCK_PIXELS
+        n = g * g
+        masked = torch.zeros(B, n, dtype=torch.bool)
+        masked.scatter_(1, torch.rand(B, n).argsort(1)[
+            :, :n - int(n * (1 - RATIO))], True)
+        drawn.append(masked.view(B, g, g))
+        pixels = masked.view(B, g, 1, g, 1).expand(
+            -1, -1, BLOCK_PIXELS, -1, BLOCK_PIXELS).reshape(B, H, W)
+        return timm_model(x * (~pixels)[:, None])
+    return masked_input
+
+
+def reference_grads(name, kind, plain, mask_token, drawn, source):
+    main_net = MODELS.build(classifier_cfg(name, source, kind))
+    main_net.load_state_dict(plain)
+    main_net.train()
+    sub_net = copy.deepcopy(main_net)
+    tie(sub_net, main_net)
+    token = None if mask_token is None else \
+        mask_token.detach().clone().requires_grad_(True)
+    own = []
+    sub_features = hand_sub_model(name, kind, timm_model_of(sub_net),
+                                  token, own)
+    data = main_net.data_preprocessor(batch(name), True)
+    x = data['inputs']
+    labels = torch.stack([s.gt_label for s in data['data_samples']])[:, 0]
+    torch.manual_seed(7)
+    seed = sub_pass_seed(0)
+    main_score = score(main_net, x)
+    main_loss = F.cross_entropy(main_score, labels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sub_score = score(sub_net, x, sub_features)
+    teacher = main_score.detach().softmax(-1)
+    sub_loss = -(teacher * sub_score.log_softmax(-1)).sum(-1).mean()
+    ((main_loss + sub_loss) / 2).backward()  # one autograd call
+    assert len(own) == len(drawn)
+    for mine, theirs in zip(own, drawn):
+        assert torch.equal(mine, theirs)
+    grads = {n: p.grad for n, p in main_net.named_parameters()
+             if p.grad is not None}
+    if token is not None:
+        grads['augsub.mask_token'] = token.grad
+    return grads
+
+
+CASES = [(n, k, 'timm') for n in MODELS_
+         for k in ('AugMask', 'AugDrop', 'AugPath')
+         if not (n == 'resnet' and k == 'AugDrop')] + [
+    ('resnet', 'AugMask', 'backbone'), ('resnet', 'AugPath', 'backbone')]
+
+
+@pytest.mark.parametrize('name,kind,source', CASES)
+def test_gradient_equals_the_reference(name, kind, source):
+    got, plain, token, drawn, model = augsub_step(name, kind, source)
+    assert type(model).__name__ == ('AugSubTimmClassifier' if source ==
+                                    'timm' else 'AugSubClassifier')
+    if kind == 'AugMask':
+        assert drawn, 'AugMask drew no mask'
+        assert model.augsub.describe(model.backbone) == dict(
+            token_drop='token drop', mask_token='mask token',
+            input='input masking')[MODELS_[name][1]]
+    expected = reference_grads(name, kind, plain, token, drawn, source)
+    assert set(got) == set(expected)
+    for n, grad in expected.items():
+        torch.testing.assert_close(got[n], grad, rtol=1e-5, atol=1e-6,
+                                   msg=n)
+
+
+def test_timm_vit_augpath_skips_work_in_its_blocks():
+    model = timm.create_model(pretrained=False, **MODELS_['vit'][0])
+    family = augsub_mm.models.families.get_family(model)
+    assert len(family.drop_path_sites()) == 4
+    assert len(family.residual_branches()) == 4
+
+
+def test_cnn_augdrop_is_refused_by_name():
+    cfg = classifier_cfg('resnet', 'backbone')
+    cfg.update(type='AugSubClassifier', augsub=dict(type='AugDrop'))
+    with pytest.raises(ValueError, match='AugDrop needs dropout layers'):
+        MODELS.build(cfg)
