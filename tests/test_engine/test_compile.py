@@ -42,7 +42,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 import augsub_mm  # noqa: F401
 from augsub_mm.models.wrappers import AugSubDistributedDataParallel
 from conftest import data_root_options
-from test_exactness import (augsub_cfg, batch, classifier_cfg,
+from test_exactness import (NUM_CLASSES, augsub_cfg, batch, classifier_cfg,
                             cpu_amp_wrapper, seed_all)
 
 STEPS = 4
@@ -133,6 +133,30 @@ def test_compiled_step_equals_eager(family, kind, step_mode, counts, options,
     twin = copy.deepcopy(model)
     eager = train(model, sgd(model, counts), model.train_step)
     assert_same_training(eager, compiled(twin, sgd(twin, counts), how))
+
+
+TIMM_MODELS = dict(
+    vit=dict(model_name='vit_tiny_patch16_224', img_size=32, patch_size=8,
+             depth=2, embed_dim=16, num_heads=2, drop_path_rate=0.1),
+    swin=dict(model_name='swin_tiny_patch4_window7_224', img_size=32,
+              window_size=4, depths=(1, 1), num_heads=(1, 2), embed_dim=16))
+
+
+@pytest.mark.parametrize('name', list(TIMM_MODELS))
+def test_compiled_timm_classifier_step_equals_eager(name):
+    """A timm model (the switch on a TimmClassifier config): token drop at
+    timm's patch-drop site, the mask token on timm's NHWC embedding."""
+    pytest.importorskip('timm')
+    seed_all(0)
+    cfg = dict(classifier_cfg('vit'))
+    model = MODELS.build(dict(
+        type='AugSubClassifier', pretrained=False, num_classes=NUM_CLASSES,
+        data_preprocessor=cfg['data_preprocessor'], **TIMM_MODELS[name],
+        augsub=dict(type='AugMask', ratio=0.5, input_patch_size=16)))
+    assert type(model).__name__ == 'AugSubTimmClassifier'
+    twin = copy.deepcopy(model)
+    eager = train(model, sgd(model), model.train_step)
+    assert_same_training(eager, compiled(twin, sgd(twin), 'train_step'))
 
 
 def test_compiled_step_under_cpu_bfloat16_autocast():

@@ -77,8 +77,10 @@ class TimmFamily(BackboneFamily):
     def matches(cls, backbone: nn.Module) -> bool:
         return timm_model_of(backbone) is not None
 
-    def __new__(cls, backbone: nn.Module):
-        if cls is not TimmFamily:
+    def __new__(cls, backbone: Optional[nn.Module] = None):
+        # Without a backbone: copy.deepcopy / pickle rebuilding an adapter
+        # of a known class (the EMA hook deep-copies the model).
+        if cls is not TimmFamily or backbone is None:
             return super().__new__(cls)
         model = timm_model_of(backbone)
         for family in (TimmViTFamily, TimmGridFamily):
