@@ -197,3 +197,33 @@ def test_local_timm_checkpoint_fine_tunes_with_augsub(tmp_path):
     optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
     log = model.train_step(batch(), optim)
     assert torch.isfinite(log['loss_sub'])
+
+
+def test_ema_copy_of_the_model_trains_and_predicts():
+    """The EMA hook deep-copies the model (adapters included)."""
+    from mmengine.model import ExponentialMovingAverage
+    torch.manual_seed(0)
+    model = MODELS.build(switched(timm_cfg(SWIN), input_patch_size=16))
+    model.train()
+    ema = ExponentialMovingAverage(model, momentum=0.5)
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    for _ in range(2):  # mmengine's first update copies, the second averages
+        model.train_step(batch(64), optim)
+        ema.update_parameters(model)
+    key = 'augsub.mask_token'
+    assert not torch.equal(ema.module.state_dict()[key],
+                           model.state_dict()[key])
+    # The copy's sub-model acts on the copy: its sub pass masks what the
+    # copy computes, and its plain forward is the copy's (EMA validation).
+    copy = ema.module
+    copy.eval()  # timm's Swin-T has drop-path 0.1 by default: no draws
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        plain = copy.model(x)
+        with copy.sub_pass(0, x.device):
+            sub = copy.model(x)
+        assert not torch.allclose(sub, plain)
+        copy.augsub.check_acted(copy.model)
+        assert torch.equal(copy.model(x), plain)
+    assert copy.augsub.mask_token is not model.augsub.mask_token
+    assert copy.val_step(batch(64))[0].pred_score.shape == (4, )
