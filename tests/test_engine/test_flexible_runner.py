@@ -186,6 +186,34 @@ def test_vit_clips_by_the_global_grad_norm(vit_runs, engine):
                                                       rel=1e-5)
 
 
+def test_timm_vit_fsdp_weights_equal_runner_ddp(tmp_path, image_folder):
+    """A timm ViT (TimmClassifier config plus the four lines) under
+    FlexibleRunner + FSDP (nested units) trains the weights of the Runner +
+    DDP run, its gradient clipped."""
+    pytest.importorskip('timm')
+    from tool_runner import CONFIGS
+    base = osp.join(CONFIGS, 'timm-vit-tiny_augmask_toy.py')
+    runs = {}
+    for engine in ('runner_ddp', 'flexible_fsdp'):
+        cfg = write_config(tmp_path, base, engine, engine, sgd=True,
+                           clip=VIT_CLIP)
+        work_dir = str(tmp_path / engine)
+        proc = dist_train(cfg, work_dir, **{
+            'train_dataloader.dataset.data_root': image_folder,
+            'train_cfg.max_epochs': 1})
+        assert proc.returncode == 0, proc.stdout[-6000:]
+        assert 'loss_sub: ' in proc.stdout
+        runs[engine] = probes(work_dir)
+    assert runs['flexible_fsdp'][0]['wrapper'] == \
+        'AugSubFullyShardedDataParallel'
+    reference = runs['runner_ddp'][0]
+    assert reference['iter'] == 2
+    for rank in runs['flexible_fsdp']:
+        assert_same_weights(rank['params'], reference['params'])
+    assert any(not torch.equal(v, reference['start'][k])
+               for k, v in reference['params'].items())
+
+
 @needs_deepspeed
 @pytest.mark.parametrize('stage', [1, 2, 3])
 def test_vit_deepspeed_weights_equal_runner_ddp(vit_runs, image_folder,
