@@ -101,6 +101,7 @@ def test_timm_config_baseline_is_the_timm_classifier():
     cfg = tool.load_config(
         osp.join(TINY_CONFIGS, 'timm-vit-tiny_augmask_toy.py'), None)
     assert tool.find_input_size(cfg) == (32, 32)  # model.img_size
+    assert tool.num_classes(cfg) == 4
     baseline = tool.model_cfg(cfg, None, 'two_pass')
     assert baseline['type'] == 'TimmClassifier' and 'augsub' not in baseline
     sub = tool.model_cfg(cfg, ('AugMask', dict(ratio=0.5)), 'two_pass')

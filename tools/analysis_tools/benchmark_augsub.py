@@ -174,6 +174,13 @@ def find_input_size(cfg) -> Tuple[int, int]:
     return int(size[1]), int(size[0])  # mmcv sizes are (w, h)
 
 
+def num_classes(cfg) -> int:
+    """The classes of the config's model: its head's, or a timm model's
+    (``TimmClassifier``'s ``num_classes``)."""
+    head = cfg.model.get('head')
+    return (head or cfg.model)['num_classes']
+
+
 def model_cfg(cfg, sub: Optional[Tuple[str, dict]],
               step_mode: str) -> dict:
     """The config's model as a baseline (``sub=None``) or with ``sub``."""
@@ -376,7 +383,7 @@ def run(args: argparse.Namespace) -> Tuple[List[dict], dict]:
             scope=cfg.get('default_scope', 'mmpretrain'),
             cudnn_benchmark=cfg.get('env_cfg', {}).get(
                 'cudnn_benchmark', False),
-            num_classes=cfg.model.head.num_classes,
+            num_classes=num_classes(cfg),
             input_size=input_size, batch_size=batch_size, device=device,
             threads=args.threads, compile=mode['compile'],
             overhead=args.overhead and mode['sub'] is not None)
