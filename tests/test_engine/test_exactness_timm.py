@@ -48,7 +48,27 @@ MODELS_ = {
                   embed_dim=16, drop_path_rate=0.1, proj_drop_rate=0.1),
              'mask_token'),
     'resnet': (dict(model_name='test_resnet', drop_path_rate=0.1), 'input'),
+    # Families found by tools/analysis_tools/timm_coverage.py: CrossViT's
+    # two branches (token drop at the pos_drop both call), NaFlexViT
+    # (timm's patch-drop site, as Eva's), Qwen3-ViT (the mask token at
+    # encoder.patch_embed, an NHWC grid of stride 16).
+    'crossvit': (dict(model_name='crossvit_tiny_240', embed_dim=(16, 32),
+                      depth=((1, 1, 0), ), num_heads=(2, 2),
+                      drop_path_rate=0.1, proj_drop_rate=0.1),
+                 'token_drop'),
+    'naflexvit': (dict(model_name='naflexvit_base_patch16_gap',
+                       img_size=SIZE, depth=2, embed_dim=32, num_heads=2,
+                       drop_path_rate=0.1, proj_drop_rate=0.1),
+                  'token_drop'),
+    'qwen3': (dict(model_name='qwen3_vit_88m', img_size=SIZE, depth=2,
+                   embed_dim=32, num_heads=2, drop_path_rate=0.1,
+                   proj_drop_rate=0.1), 'mask_token'),
 }
+#: Models whose AugMask form is what their case tests (their AugDrop and
+#: AugPath are those of the ViT blocks they are made of).
+MASK_ONLY = ('crossvit', 'naflexvit', 'qwen3')
+#: The mask token's site and token stride, per mask-token model.
+EMBEDS = dict(swin=('patch_embed', 4), qwen3=('encoder.patch_embed', 16))
 
 
 PREPROCESSOR = dict(num_classes=NUM_CLASSES, mean=[127.5] * 3,
@@ -157,12 +177,14 @@ def hand_sub_model(name, kind, timm_model, token, drawn):
                 else:
                     child.drop_prob = RATIO
         return timm_model
+    if name == 'crossvit':
+        return crossvit_token_drop(timm_model, drawn)
     if form == 'token_drop':
         def features(x):
-            tokens = timm_model.patch_embed(x)
             B = x.shape[0]
             prefix = timm_model.num_prefix_tokens
-            L = tokens.shape[1]
+            # Every token-drop model here has 16 px patches.
+            L = (x.shape[-2] // 16) * (x.shape[-1] // 16)
             k = int(L * (1 - RATIO))
             idx = torch.rand(B, L).argsort(1)[:, :k].sort(1)[0]
             drawn.append(idx)
@@ -180,9 +202,11 @@ def hand_sub_model(name, kind, timm_model, token, drawn):
             return timm_model.forward_head(out)
         return features
     if form == 'mask_token':
+        site, stride = EMBEDS[name]
+
         def replace(module, args, out):
             B, H, W, C = out.shape
-            side = BLOCK_PIXELS // 4
+            side = BLOCK_PIXELS // stride
             gh, gw = -(-H // side), -(-W // side)
             n = gh * gw
             masked = torch.zeros(B, n, dtype=torch.bool)
@@ -192,7 +216,7 @@ def hand_sub_model(name, kind, timm_model, token, drawn):
             grid = masked.view(B, gh, gw)[:, torch.arange(H) // side][
                 :, :, torch.arange(W) // side]
             return torch.where(grid[..., None], token, out)
-        timm_model.patch_embed.register_forward_hook(replace)
+        timm_model.get_submodule(site).register_forward_hook(replace)
         return timm_model
 
     def masked_input(x):
@@ -207,6 +231,37 @@ def hand_sub_model(name, kind, timm_model, token, drawn):
             -1, -1, BLOCK_PIXELS, -1, BLOCK_PIXELS).reshape(B, H, W)
         return timm_model(x * (~pixels)[:, None])
     return masked_input
+
+
+def crossvit_token_drop(m, drawn):
+    """CrossViT's forward by hand, each branch's patch tokens gathered
+    at its kept indices after the position embedding (branch 0's draw,
+    then branch 1's), the class tokens kept."""
+    from timm.models.crossvit import scale_image
+
+    def features(x):
+        B = x.shape[0]
+        xs = []
+        for i, patch_embed in enumerate(m.patch_embed):
+            tokens = patch_embed(scale_image(x, m.img_size_scaled[i],
+                                             m.crop_scale))
+            cls = (m.cls_token_0 if i == 0 else m.cls_token_1).expand(
+                B, -1, -1)
+            tokens = torch.cat((cls, tokens), dim=1) + (
+                m.pos_embed_0 if i == 0 else m.pos_embed_1)
+            L = tokens.shape[1] - 1
+            idx = torch.rand(B, L).argsort(1)[:, :int(L * (1 - RATIO))]
+            idx = idx.sort(1)[0]
+            drawn.append(idx)
+            kept = torch.cat([torch.zeros(B, 1, dtype=torch.long), 1 + idx],
+                             dim=1)
+            xs.append(tokens.gather(1, kept[..., None].expand(
+                -1, -1, tokens.shape[-1])))
+        for block in m.blocks:
+            xs = block(xs)
+        return m.forward_head([norm(xs[i]) for i, norm in
+                               enumerate(m.norm)])
+    return features
 
 
 def reference_grads(name, kind, plain, mask_token, drawn, source):
@@ -245,7 +300,8 @@ def reference_grads(name, kind, plain, mask_token, drawn, source):
 
 CASES = [(n, k, 'timm') for n in MODELS_
          for k in ('AugMask', 'AugDrop', 'AugPath')
-         if not (n == 'resnet' and k == 'AugDrop')] + [
+         if not (n == 'resnet' and k == 'AugDrop')
+         and not (n in MASK_ONLY and k != 'AugMask')] + [
     ('resnet', 'AugMask', 'backbone'), ('resnet', 'AugPath', 'backbone')]
 
 

@@ -197,7 +197,10 @@ class _MaskTokenHooks:
                     f'shape {tuple(x.shape)}, which is neither (B, C, H, W) '
                     f'nor (B, N, ..., C) with C={mask_token.numel()}; the '
                     "mask token cannot be placed. Use masking='input'.")
-            hw = tuple(rest[0]) if rest and len(rest[0]) == 2 else \
+            # (tokens, (H, W)); not (tokens, position ids, ...) as timm's
+            # Gemma-4 ViT embedding returns, a tensor whatever its length.
+            hw = tuple(rest[0]) if rest and isinstance(
+                rest[0], (tuple, list)) and len(rest[0]) == 2 else \
                 (math.isqrt(x.shape[1]), ) * 2
             if hw[0] * hw[1] != x.shape[1]:
                 raise ValueError(

@@ -10,7 +10,9 @@ picks its adapter by what the model is built of, not by its name:
   ``VisionTransformer`` (ViT, DeiT, DeiT-III, their distilled and hybrid
   forms, CLIP-style ViTs) and ``Eva`` (EVA, EVA-02, PE), where the kept
   indices also gather the rotary embedding, in timm's own code
-  (``patch_drop`` returns them; ``apply_keep_indices_nlc``);
+  (``patch_drop`` returns them; ``apply_keep_indices_nlc``), and
+  ``NaFlexVit`` likewise; timm's ``CrossVit`` (:class:`TimmCrossViTFamily`)
+  at the ``pos_drop`` each of its two branches calls;
 - a learnable mask token after the patch embedding
   (:class:`TimmGridFamily`) for the other models that begin with a patch
   embedding (Swin, Mixer, PVT-v2, ...): their layers need the token grid;
@@ -39,9 +41,12 @@ from .base import (NOT_BLOCK_DROPOUTS, BackboneFamily, SubPassSwitch,
 from .grid import GridTokenFamily, _MaskTokenHooks
 
 #: timm's dropouts that are not the blocks' projection / MLP dropout (the
-#: pooled features' dropout in front of the classifier, the patch dropout).
+#: pooled features' dropout in front of the classifier, the patch dropout,
+#: and the dropouts of SwinV2-CR's ``meta_mlp``, the network that makes the
+#: relative position bias from coordinates: shared by every sample, and in
+#: series with nothing of the block's path).
 TIMM_NOT_BLOCK_DROPOUTS = NOT_BLOCK_DROPOUTS | {
-    'head_drop', 'patch_drop', 'head'}
+    'head_drop', 'patch_drop', 'head', 'meta_mlp'}
 #: Pooling types of timm's ViTs that are functions of the set of kept
 #: tokens (class token, mean / max over tokens, attention pooling).
 TOKEN_SET_POOLS = ('token', 'avg', 'max', 'avgmax', 'map')
@@ -83,7 +88,7 @@ class TimmFamily(BackboneFamily):
         if cls is not TimmFamily or backbone is None:
             return super().__new__(cls)
         model = timm_model_of(backbone)
-        for family in (TimmViTFamily, TimmGridFamily):
+        for family in (TimmViTFamily, TimmCrossViTFamily, TimmGridFamily):
             if family.fits(model):
                 return super().__new__(family)
         return super().__new__(TimmConvFamily)
@@ -121,13 +126,56 @@ class TimmConvFamily(TimmFamily):
 def patch_embed_of(model: nn.Module) -> Optional[str]:
     """Attribute path of the patch embedding a token model begins with:
     a direct child that is timm's ``PatchEmbed`` (Mixer's ``stem``), or one
-    named ``patch_embed``; None for models that begin otherwise."""
+    named ``patch_embed``; else such a child of a direct child (the
+    ``encoder.patch_embed`` of timm's Qwen3-ViT and Gemma-4 ViT
+    classifiers); None for models that begin otherwise."""
     patch_embed = _timm_class('timm.layers', 'PatchEmbed')
+
+    def is_embed(name, child):
+        # A container (CrossViT's list of embeddings, one per branch) is
+        # never called itself: no site to hook.
+        return not isinstance(child, (nn.ModuleList, nn.ModuleDict)) and (
+            name == 'patch_embed' or (patch_embed is not None
+                                      and isinstance(child, patch_embed)))
+
     for name, child in model.named_children():
-        if name == 'patch_embed' or (
-                patch_embed is not None and isinstance(child, patch_embed)):
+        if is_embed(name, child):
             return name
+    for name, child in model.named_children():
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict, nn.Sequential)):
+            continue
+        for inner, grandchild in child.named_children():
+            if is_embed(inner, grandchild):
+                return f'{name}.{inner}'
     return None
+
+
+class TimmCrossViTFamily(TimmFamily):
+    """timm's ``CrossVit``: two ViT branches, each embedding the (resized)
+    image at its own patch size, adding its class token and position
+    embedding, then calling the shared ``pos_drop``; the branches exchange
+    only their class tokens (cross-attention with the class token as the
+    query) and pool their class token or mean patch token. Each branch's
+    tokens are a set: AugMask drops patch tokens at ``pos_drop``'s output,
+    at ``ratio`` of each branch, the class token always kept."""
+
+    name = 'timm CrossViT'
+    masking = 'token_drop'
+
+    @classmethod
+    def fits(cls, model: nn.Module) -> bool:
+        crossvit = _timm_class('timm.models.crossvit', 'CrossVit')
+        return crossvit is not None and isinstance(model, crossvit) and \
+            isinstance(getattr(model, 'pos_drop', None), nn.Module)
+
+    def check_masking(self, masking: str) -> None:
+        if masking in ('token_drop', 'input'):
+            return
+        super().check_masking(masking)
+
+    def token_drop_site(self) -> Tuple[nn.Module, int]:
+        # Called once per branch, on (B, 1 + L_i, C).
+        return self.backbone.pos_drop, 1
 
 
 class TimmGridFamily(TimmFamily, GridTokenFamily):
@@ -188,7 +236,9 @@ class TimmViTFamily(TimmGridFamily):
         return tuple(c for c in (
             _timm_class('timm.models.vision_transformer',
                         'VisionTransformer'),
-            _timm_class('timm.models.eva', 'Eva')) if c is not None)
+            _timm_class('timm.models.eva', 'Eva'),
+            _timm_class('timm.models.naflexvit', 'NaFlexVit'))
+            if c is not None)
 
     @classmethod
     def fits(cls, model: nn.Module) -> bool:
@@ -240,6 +290,12 @@ class TimmViTFamily(TimmGridFamily):
         # x + drop_path2(ls2(mlp(norm2(x)))): attn and mlp treat samples
         # independently and ls is a per-channel scale. Eva's blocks take a
         # rotary embedding that may hold a batch dimension: not skipped.
+        vit = _timm_class('timm.models.vision_transformer',
+                          'VisionTransformer')
+        if vit is None or not isinstance(self.backbone, vit):
+            # NaFlexVit's blocks take an attention mask and, after timm's
+            # own patch dropout, a rotary embedding with a batch dimension.
+            return []
         block_type = _timm_class('timm.models.vision_transformer', 'Block')
         scale = _timm_class('timm.layers', 'LayerScale')
         per_sample = tuple(c for c in (nn.Identity, scale) if c is not None)
