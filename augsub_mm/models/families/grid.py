@@ -139,6 +139,16 @@ class GridTokenFamily(BackboneFamily):
         the first sub pass checks what the embedding really outputs."""
         if stride is None:
             return 0
+        if any(float(s) != int(s) for s in stride):
+            raise ValueError(
+                f'AugMask cannot mask whole tokens of '
+                f'{type(self.backbone).__name__} in blocks of input pixels: '
+                f'the output of {self.embed!r} does not tile the input in '
+                f'whole pixels ({stride[0]:.3g} x {stride[1]:.3g} input '
+                'pixels per token: overlapping or padded patches), so a '
+                'block of tokens is no block of the image. Use '
+                "masking='input' (32 x 32 px input patches, as for CNNs), or "
+                'an input size whose token grid divides it.')
         if stride[0] != stride[1] or block_pixels % stride[0]:
             raise ValueError(
                 f'AugMask input_patch_size={block_pixels} must be a multiple '
