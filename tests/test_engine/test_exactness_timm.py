@@ -63,12 +63,20 @@ MODELS_ = {
     'qwen3': (dict(model_name='qwen3_vit_88m', img_size=SIZE, depth=2,
                    embed_dim=32, num_heads=2, drop_path_rate=0.1,
                    proj_drop_rate=0.1), 'mask_token'),
+    # TIMMBackbone(features_only=True): timm wraps the ViT in a
+    # FeatureGetterNet (child `model`) that returns (B, C, H, W) maps of
+    # every token; the mask token at model.patch_embed, not input masking.
+    'vit_features': (dict(model_name='vit_tiny_patch16_224', img_size=SIZE,
+                          patch_size=16, depth=2, embed_dim=32, num_heads=2,
+                          drop_path_rate=0.1, features_only=True,
+                          out_indices=(-1, )), 'mask_token'),
 }
 #: Models whose AugMask form is what their case tests (their AugDrop and
 #: AugPath are those of the ViT blocks they are made of).
-MASK_ONLY = ('crossvit', 'naflexvit', 'qwen3')
+MASK_ONLY = ('crossvit', 'naflexvit', 'qwen3', 'vit_features')
 #: The mask token's site and token stride, per mask-token model.
-EMBEDS = dict(swin=('patch_embed', 4), qwen3=('encoder.patch_embed', 16))
+EMBEDS = dict(swin=('patch_embed', 4), qwen3=('encoder.patch_embed', 16),
+              vit_features=('model.patch_embed', 16))
 
 
 PREPROCESSOR = dict(num_classes=NUM_CLASSES, mean=[127.5] * 3,
@@ -92,7 +100,8 @@ def classifier_cfg(name, source='timm', kind=None):
         backbone=dict(type='TIMMBackbone', pretrained=False, **kwargs),
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=NUM_CLASSES,
-                  in_channels=probe.num_features),
+                  in_channels=probe.feature_info.channels()[-1]
+                  if kwargs.get('features_only') else probe.num_features),
         data_preprocessor=dict(PREPROCESSOR))
 
 
@@ -107,7 +116,10 @@ def score(net, x, features=None):
         return (features or net.model)(x)
     if features is None:
         return net.head(net.extract_feat(x))
-    return net.head(net.neck((features(x), )))
+    out = features(x)
+    # features_only: the list of maps, the last one pooled.
+    out = out[-1] if isinstance(out, (list, tuple)) else out
+    return net.head(net.neck((out, )))
 
 
 class InputRecorder(Recorder):
@@ -205,6 +217,10 @@ def hand_sub_model(name, kind, timm_model, token, drawn):
         site, stride = EMBEDS[name]
 
         def replace(module, args, out):
+            if out.dim() == 3:  # a ViT's (B, N, C) tokens of a square grid
+                side = int(out.shape[1] ** 0.5)
+                grid = replace(module, args, out.unflatten(1, (side, side)))
+                return grid.flatten(1, 2)
             B, H, W, C = out.shape
             side = BLOCK_PIXELS // stride
             gh, gw = -(-H // side), -(-W // side)
@@ -301,7 +317,8 @@ def reference_grads(name, kind, plain, mask_token, drawn, source):
 CASES = [(n, k, 'timm') for n in MODELS_
          for k in ('AugMask', 'AugDrop', 'AugPath')
          if not (n == 'resnet' and k == 'AugDrop')
-         and not (n in MASK_ONLY and k != 'AugMask')] + [
+         and not (n in MASK_ONLY and k != 'AugMask')
+         and n != 'vit_features'] + [('vit_features', 'AugMask', 'backbone'),
     ('resnet', 'AugMask', 'backbone'), ('resnet', 'AugPath', 'backbone')]
 
 
