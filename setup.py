@@ -105,6 +105,8 @@ setup(
         deepspeed=requirements('requirements/deepspeed.txt'),
         # timm models (TimmClassifier, TIMMBackbone) under AugSub.
         timm=requirements('requirements/timm.txt'),
+        # transformers models (HuggingFaceClassifier) under AugSub.
+        hf=requirements('requirements/hf.txt'),
         tests=requirements('requirements/tests.txt')),
     classifiers=[
         'License :: OSI Approved :: Apache Software License',

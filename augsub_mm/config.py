@@ -23,7 +23,9 @@ from mmengine.utils.dl_utils import set_multi_processing
 from torch.nn.parallel import DistributedDataParallel
 
 from .engine.optimizers import AugSubOptimWrapperConstructor
-from .models.classifiers.augsub_timm_classifier import HF_REFUSAL
+from .models.classifiers.augsub_hf_classifier import transformers_installed
+from .models.classifiers.augsub_timm_classifier import (HF_REFUSAL,
+                                                        NO_TRANSFORMERS)
 from .models.classifiers.augsub_classifier import (
     FINE_TUNE_HINT, SUB_MODELS, check_classification_head, describe_parts)
 from .models.wrappers import AugSubDistributedDataParallel
@@ -47,8 +49,10 @@ AUGSUB_STRATEGIES = dict(
 #: the AugSub classifier type it gets (AugSubClassifier builds the AugSub
 #: classifier of a config with ``model_name`` and no backbone too).
 SWITCH_TYPES = dict(ImageClassifier='AugSubClassifier',
-                    TimmClassifier='AugSubTimmClassifier')
-AUGSUB_TYPES = ('AugSubClassifier', 'AugSubTimmClassifier')
+                    TimmClassifier='AugSubTimmClassifier',
+                    HuggingFaceClassifier='AugSubHuggingFaceClassifier')
+AUGSUB_TYPES = ('AugSubClassifier', 'AugSubTimmClassifier',
+                'AugSubHuggingFaceClassifier')
 SPEC_HELP = (f'TYPE[:RATIO] with TYPE one of {SUB_MODELS} and RATIO a number '
              f'in (0, 1) (default {DEFAULT_RATIO}), e.g. AugMask:0.5')
 
@@ -144,9 +148,11 @@ def enable_augsub(cfg: Config, augsub: dict) -> Config:
 
     Args:
         cfg (Config): A config whose ``model.type`` is ``ImageClassifier``
-            (any model-zoo classification config) or ``TimmClassifier``
-            (a timm model), or already ``AugSubClassifier`` /
-            ``AugSubTimmClassifier`` (then only ``augsub`` is replaced).
+            (any model-zoo classification config), ``TimmClassifier``
+            (a timm model) or ``HuggingFaceClassifier`` (a transformers
+            model; refused here if transformers is not installed), or
+            already an AugSub classifier (then only ``augsub`` is
+            replaced).
         augsub (dict): The sub-model, e.g. ``parse_augsub('AugMask:0.5')``.
 
     Returns:
@@ -160,12 +166,15 @@ def enable_augsub(cfg: Config, augsub: dict) -> Config:
     """
     model = cfg.get('model')
     model_type = _type_name(model.get('type')) if model else None
-    if model_type == 'HuggingFaceClassifier':
-        raise ValueError(HF_REFUSAL)
+    if model_type == 'HuggingFaceClassifier' and \
+            not transformers_installed():
+        raise ValueError(HF_REFUSAL.format(
+            what=repr(model.get('model_name')), why=NO_TRANSFORMERS))
     if model_type not in (*SWITCH_TYPES, *AUGSUB_TYPES):
         raise ValueError(
             f'AugSub trains image classifiers: model.type must be '
-            f"'ImageClassifier' or 'TimmClassifier' (or an AugSub classifier "
+            f"'ImageClassifier', 'TimmClassifier' or 'HuggingFaceClassifier' "
+            f"(or an AugSub classifier "
             f'already), got {model_type!r}. ' + FINE_TUNE_HINT)
     model.type = SWITCH_TYPES.get(model_type, model_type)
     model.augsub = dict(augsub)

@@ -3,7 +3,7 @@
 step, the refusals, and checkpoints that are timm's: an AugSub checkpoint
 loads into the plain TimmClassifier config and, converted, into
 ``timm.create_model``; a local timm checkpoint (``checkpoint_path``)
-fine-tunes with AugSub. HuggingFaceClassifier is refused by name. The
+fine-tunes with AugSub. HuggingFaceClassifier: test_exactness_hf.py. The
 gradients themselves: tests/test_engine/test_exactness_timm.py."""
 import importlib.util
 import os.path as osp
@@ -121,12 +121,16 @@ def test_frozen_bn_stats_without_batch_norm_is_refused():
         MODELS.build(dict(switched(timm_cfg()), sub_bn_stats='frozen'))
 
 
-def test_hugging_face_classifier_is_refused_by_name():
+def test_hugging_face_classifier_not_found_offline_is_refused_by_name():
+    # HuggingFaceClassifier configs switch (tests/test_engine/
+    # test_exactness_hf.py); a model_name not found offline is refused.
     cfg = Config(dict(model=dict(type='HuggingFaceClassifier',
                                  model_name='google/vit-base-patch16-224')))
-    with pytest.raises(ValueError, match='does not train '
-                       'HuggingFaceClassifier models'):
-        enable_augsub(cfg, dict(type='AugMask', ratio=0.5))
+    enable_augsub(cfg, dict(type='AugMask', ratio=0.5))
+    assert cfg.model.type == 'AugSubHuggingFaceClassifier'
+    with pytest.raises(ValueError, match='does not train the '
+                       'HuggingFaceClassifier model'):
+        MODELS.build(cfg.model)
     # The four lines merged onto it: its model_name is no timm model.
     with pytest.raises(TypeError, match="'google/vit-base-patch16-224' is "
                        'not a timm architecture.*HuggingFaceClassifier'):

@@ -57,7 +57,8 @@ def checkpointing_module(module: nn.Module) -> Optional[str]:
         wrapped_forward = 'forward' in vars(child) and \
             not hasattr(child, '_orig_mod')
         checkpointed = getattr(child, 'with_cp', False) is True or \
-            getattr(child, 'grad_checkpointing', False) is True
+            getattr(child, 'grad_checkpointing', False) is True or \
+            getattr(child, 'gradient_checkpointing', False) is True
         if checkpointed or wrapped_forward or (
                     isinstance(child, RevVisionTransformer)
                     and not child.no_custom_backward):

@@ -120,31 +120,43 @@ def is_timm_name(model_name) -> bool:
     return timm.is_model(model_name)
 
 
-#: HuggingFaceClassifier configs are refused by name (the four lines or
-#: ``--augsub`` on one).
+#: Why a HuggingFaceClassifier config is refused ({what}, {why}).
 HF_REFUSAL = (
-    'AugSub does not train HuggingFaceClassifier models yet: augsub_mm has '
-    'no adapter for transformers models, so it cannot tell where a '
-    'sub-model would drop tokens, mask or drop paths. Use the timm or '
-    "MMPretrain build of the architecture (TimmClassifier with model_name="
-    "'vit_base_patch16_224', or an ImageClassifier config), whose adapters "
-    'are exact.')
+    'AugSub does not train the HuggingFaceClassifier model {what}: {why}. '
+    'Use the timm or MMPretrain build of the architecture instead '
+    "(TimmClassifier with model_name='vit_base_patch16_224', or an "
+    'ImageClassifier config), whose adapters are exact.')
+NO_TRANSFORMERS = ('transformers is not installed (pip install '
+                   "'augsub_mm[hf]'), and augsub_mm adapts transformers "
+                   'ViT / DeiT, Swin and CNN models only through it')
 
 
 def model_source_classifier(**kwargs) -> nn.Module:
     """The AugSub classifier for a config with ``model_name`` and no
-    backbone (TimmClassifier's or HuggingFaceClassifier's arguments)."""
+    backbone (TimmClassifier's or HuggingFaceClassifier's arguments): a
+    timm model, or a transformers model whose config is found offline."""
     name = kwargs['model_name']
     if is_timm_name(name):
         return AugSubTimmClassifier(**kwargs)
+    from .augsub_hf_classifier import (AugSubHuggingFaceClassifier,
+                                       offline_hf_config,
+                                       transformers_installed)
+    if offline_hf_config(name, kwargs) is not None:
+        return AugSubHuggingFaceClassifier(**kwargs)
+    hints = []
     try:
         import timm  # noqa: F401
-        timm_hint = ''
     except ImportError:
-        timm_hint = (' If it is a timm model, install timm (pip install '
+        hints.append(" If it is a timm model, install timm (pip install "
                      "'augsub_mm[timm]').")
+    why = NO_TRANSFORMERS if not transformers_installed() else (
+        'no transformers config of that name is found offline (a local '
+        'directory with config.json, a config file, or a model in the local '
+        'Hugging Face cache; augsub_mm never downloads: save_pretrained() '
+        'or `hf download` it and set model_name to the directory)')
     raise TypeError(
         f'AugSubClassifier got model_name={name!r} and no backbone, and '
         f'{name!r} is not a timm architecture (timm.is_model) or an '
         "'hf-hub:' / 'local-dir:' timm source. If the config is a "
-        f'HuggingFaceClassifier\'s: {HF_REFUSAL}' + timm_hint)
+        'HuggingFaceClassifier\'s: '
+        + HF_REFUSAL.format(what=repr(name), why=why) + ''.join(hints))

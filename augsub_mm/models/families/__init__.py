@@ -34,6 +34,7 @@ from .base import MASKINGS, BackboneFamily, SubPassSwitch, SwitchedHook
 from .beit import BEiTFamily
 from .eva02 import EVA02Family
 from .grid import GridTokenFamily
+from .hf import HFFamily
 from .revvit import RevViTFamily
 from .swin import SwinFamily
 from .timm import TimmFamily
@@ -120,7 +121,7 @@ GRID_FAMILIES = [
 
 #: Adapters in lookup order; the unlisted fallback comes last.
 FAMILIES = [ViTFamily, RevViTFamily, BEiTFamily, EVA02Family, SwinFamily,
-            *GRID_FAMILIES, TimmFamily, ConvFamily, UnlistedFamily]
+            *GRID_FAMILIES, TimmFamily, HFFamily, ConvFamily, UnlistedFamily]
 
 
 #: Packages whose module classes a subclass of a zoo backbone may hold

@@ -29,14 +29,31 @@ NOT_BLOCK_DROPOUTS = frozenset((
 DROP_PATH_SLOTS = frozenset(('drop_path', 'drop_path1', 'drop_path2'))
 
 
+def hf_drop_path_types() -> tuple:
+    """transformers' drop-path classes of its loaded modeling modules (each
+    modeling file defines its own copy, ``SwinDropPath``,
+    ``ConvNextDropPath``, ...; all read ``drop_prob`` at every call)."""
+    found = []
+    for name, module in list(sys.modules.items()):
+        if not name.startswith('transformers.models.') or module is None:
+            continue
+        for attr, value in list(vars(module).items()):
+            if attr.endswith('DropPath') and isinstance(value, type) and \
+                    issubclass(value, nn.Module) and \
+                    value.__module__ == name:
+                found.append(value)
+    return tuple(found)
+
+
 def drop_path_types() -> tuple:
-    """The drop-path module classes AugPath drives: mmcv's, and timm's
-    when timm is loaded (a model holding timm's has imported it; augsub_mm
-    does not import timm itself, an optional extra)."""
+    """The drop-path module classes AugPath drives: mmcv's, and timm's and
+    transformers' when they are loaded (a model holding theirs has imported
+    them; augsub_mm does not import either itself, optional extras)."""
     layers = sys.modules.get('timm.layers')
     timm_drop_path = getattr(layers, 'DropPath', None)
-    return (DropPath, ) if timm_drop_path is None else \
+    types = (DropPath, ) if timm_drop_path is None else \
         (DropPath, timm_drop_path)
+    return types + hf_drop_path_types()
 
 
 class SubPassSwitch:
