@@ -70,13 +70,19 @@ MODELS_ = {
                           patch_size=16, depth=2, embed_dim=32, num_heads=2,
                           drop_path_rate=0.1, features_only=True,
                           out_indices=(-1, )), 'mask_token'),
+    # PVT-v2's embedding permutes to (B, H, W, C) without output_fmt.
+    'pvt_v2': (dict(model_name='pvt_v2_b0',
+                    depths=(1, 1, 1, 1), embed_dims=(16, 32, 32, 32),
+                    num_heads=(1, 1, 1, 1), drop_path_rate=0.1,
+                    proj_drop_rate=0.1), 'mask_token'),
 }
 #: Models whose AugMask form is what their case tests (their AugDrop and
 #: AugPath are those of the ViT blocks they are made of).
-MASK_ONLY = ('crossvit', 'naflexvit', 'qwen3', 'vit_features')
+MASK_ONLY = ('crossvit', 'naflexvit', 'qwen3', 'vit_features', 'pvt_v2')
 #: The mask token's site and token stride, per mask-token model.
 EMBEDS = dict(swin=('patch_embed', 4), qwen3=('encoder.patch_embed', 16),
-              vit_features=('model.patch_embed', 16))
+              vit_features=('model.patch_embed', 16),
+              pvt_v2=('patch_embed', 4))
 
 
 PREPROCESSOR = dict(num_classes=NUM_CLASSES, mean=[127.5] * 3,

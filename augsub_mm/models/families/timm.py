@@ -194,6 +194,35 @@ class TimmGridFamily(TimmFamily, GridTokenFamily):
     def fits(cls, model: nn.Module) -> bool:
         return patch_embed_of(model) is not None
 
+    def embed_conv_stride(self) -> Optional[int]:
+        """Input pixels per token by the embedding's convolutions (the
+        product of their strides, square ones only); None without one."""
+        stride = None
+        for module in self.embed_module().modules():
+            if isinstance(module, nn.Conv2d):
+                if module.stride[0] != module.stride[1]:
+                    return None
+                stride = (stride or 1) * module.stride[0]
+        return stride
+
+    def mask_block_tokens(self, block_pixels, stride=None):
+        conv = self.embed_conv_stride() if stride is not None else None
+        if conv is not None and any(s % conv for s in stride):
+            # Tokens counted as if each covered its own stride x stride
+            # pixels, and the convolutions say otherwise: patches that
+            # overlap without padding (PiT's 16 px patches every 8 px make
+            # 7 tokens of 64 px, which reads as 9 px per token). A multiple
+            # of the embedding's stride is a stem before it (Visformer).
+            raise ValueError(
+                f'AugMask cannot mask whole tokens of '
+                f'{type(self.backbone).__name__} in blocks of input pixels: '
+                f'its patch embedding {self.embed!r} strides {conv} px per '
+                f'token but makes a grid of {stride[0]:.3g} px per token '
+                '(overlapping patches without padding), so a block of '
+                "tokens is no block of the image. Use masking='input' "
+                '(32 x 32 px input patches, as for CNNs).')
+        return super().mask_block_tokens(block_pixels, stride)
+
     def mask_token_hooks(self, owner, ratio, block_pixels, switch):
         site = self.embed_module()
         hooks = _NHWCMaskTokenHooks(self, owner, ratio, block_pixels)
@@ -206,14 +235,40 @@ class TimmGridFamily(TimmFamily, GridTokenFamily):
 
 class _NHWCMaskTokenHooks(_MaskTokenHooks):
     """:class:`_MaskTokenHooks` that also reads a (B, H, W, C) grid (timm's
-    ``output_fmt='NHWC'`` patch embeddings): it is masked as the (B, H * W,
+    ``output_fmt='NHWC'`` patch embeddings, and PVT-v2's and HieraDet's,
+    which permute to it without saying so): it is masked as the (B, H * W,
     C) tokens it holds."""
+
+    def channels_last(self, module: nn.Module, x: torch.Tensor) -> bool:
+        """Whether the 4-D output ``x`` of the embedding is (B, H, W, C):
+        as the embedding says (``output_fmt``), else by the shape, else (a
+        grid of side C: 16 x 16 tokens of 16 channels reads either way) by
+        the embedding's last norm (a LayerNorm over the last dimension
+        follows a permutation to channels last)."""
+        fmt = getattr(module, 'output_fmt', None)
+        if fmt is not None:
+            return fmt == 'NHWC'
+        channels = self.owner.mask_token.numel()
+        last, first = x.shape[-1] == channels, x.shape[1] == channels
+        if last != first:
+            return last
+        norms = [m for m in module.modules() if isinstance(
+            m, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d))]
+        if norms:
+            norm = norms[-1]
+            return isinstance(norm, nn.LayerNorm) and \
+                type(norm).__name__ != 'LayerNorm2d'
+        raise ValueError(
+            f'AugMask cannot tell the layout of the output of '
+            f'{self.family.embed!r} of {type(self.family.backbone).__name__}:'
+            f' {tuple(x.shape)} reads as (B, C, H, W) and as (B, H, W, C) '
+            f'(a grid of side {channels}, the channels), and the embedding '
+            'says neither. Use an input size whose token grid side differs '
+            "from the channels, or masking='input'.")
 
     def replace(self, module, args, out):
         x = out[0] if isinstance(out, tuple) else out
-        # From the embedding, not the shape: a 16 x 16 grid of 16 channels
-        # reads either way.
-        if x.dim() == 4 and getattr(module, 'output_fmt', None) == 'NHWC':
+        if x.dim() == 4 and self.channels_last(module, x):
             B, H, W, C = x.shape
             tokens = super().replace(module, args, (x.reshape(B, H * W, C),
                                                     (H, W)))[0]
