@@ -46,7 +46,7 @@ def test_smoke_study(tmp_path):
         assert osp.isfile(path[:-5] + '.csv')
     assert len(records) == RUNS * SEEDS
     for r in records:
-        assert r['num_train'] == 128 and r['num_test'] == 100
+        assert r['num_train'] == 64 and r['num_test'] == 100
         assert r['epochs'] == 2 and r['curves']['epoch'] == [1, 2]
         assert r['curves']['val_epoch'] == [1, 2]
         assert 0 <= r['top1'] <= 100 and r['top1'] == r['curves']['top1'][-1]
@@ -205,7 +205,7 @@ def test_smoke_study_heavy(tmp_path):
     assert len(records) == HEAVY_RUNS
     sweep = {}
     for r in records:
-        assert r['num_train'] == 128 and r['curves']['epoch'] == [1, 2]
+        assert r['num_train'] == 64 and r['curves']['epoch'] == [1, 2]
         assert r['config'].startswith('configs/fashion_mnist/heavy/')
         assert bool(r['curves']['loss_sub']) == (r['variant'] != 'baseline')
         if r['variant'].startswith('augdrop-r'):
@@ -241,7 +241,7 @@ def test_smoke_study_heavy(tmp_path):
     # that has no record marked as such.
     text = docs.read_text()
     block = text[text.index('study-heavy:begin'):text.index('study-heavy:end')]
-    assert 'Settings: 128 training images' in block
+    assert 'Settings: 64 training images' in block
     assert '--regime heavy' in block and '](results/heavy/top1.png)' in block
     both = text[text.index('study-both:begin'):text.index('study-both:end')]
     rows = [line for line in both.splitlines() if line.startswith('| (')]

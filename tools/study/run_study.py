@@ -89,10 +89,13 @@ NOT_APPLICABLE = {
     'refuses AugDrop for it'}
 SEEDS = (0, 1, 2)
 #: Overrides of the smoke version: same configs and code path, tiny sizes.
-#: Sized for the test suite's time (tests/test_study_smoke.py): 128 images
-#: are 2 iterations of 64 per epoch, so each epoch's mean loss still
-#: averages steps; 100 test images, less than one validation batch.
-SMOKE = dict(num_train=128, num_test=100, epochs=2, seeds=(0, 1))
+#: Sized for the test suite's time (tests/test_study_smoke.py): 64 images
+#: are 2 iterations of 32 per epoch, so each epoch's mean loss still
+#: averages steps (half the configs' batch of 64: the training steps, most
+#: of a smoke run's time, cost half as much); 100 test images, less than
+#: one validation batch.
+SMOKE = dict(num_train=64, batch_size=32, num_test=100, epochs=2,
+             seeds=(0, 1))
 #: Checkpoints of claim (2), as fractions of the training epochs.
 LOSS_POINTS = (0.25, 0.5, 0.75, 1.0)
 DOCS_BEGIN = '<!-- study:begin (written by tools/study/run_study.py) -->'
@@ -225,6 +228,7 @@ def build_cfg(arch: str, variant: str, seed: int, work_root: str,
     if smoke:
         epochs = SMOKE['epochs']
         cfg.train_dataloader.dataset.indices = SMOKE['num_train']
+        cfg.train_dataloader.batch_size = SMOKE['batch_size']
         cfg.val_dataloader.dataset.indices = SMOKE['num_test']
         cfg.test_dataloader.dataset.indices = SMOKE['num_test']
         cfg.train_cfg.max_epochs = epochs
