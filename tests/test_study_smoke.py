@@ -46,7 +46,7 @@ def test_smoke_study(tmp_path):
         assert osp.isfile(path[:-5] + '.csv')
     assert len(records) == RUNS * SEEDS
     for r in records:
-        assert r['num_train'] == 64 and r['num_test'] == 100
+        assert r['num_train'] == 64 and r['num_test'] == 50
         assert r['epochs'] == 2 and r['curves']['epoch'] == [1, 2]
         assert r['curves']['val_epoch'] == [1, 2]
         assert 0 <= r['top1'] <= 100 and r['top1'] == r['curves']['top1'][-1]

@@ -92,9 +92,9 @@ SEEDS = (0, 1, 2)
 #: Sized for the test suite's time (tests/test_study_smoke.py): 64 images
 #: are 2 iterations of 32 per epoch, so each epoch's mean loss still
 #: averages steps (half the configs' batch of 64: the training steps, most
-#: of a smoke run's time, cost half as much); 100 test images, less than
+#: of a smoke run's time, cost half as much); 50 test images, less than
 #: one validation batch.
-SMOKE = dict(num_train=64, batch_size=32, num_test=100, epochs=2,
+SMOKE = dict(num_train=64, batch_size=32, num_test=50, epochs=2,
              seeds=(0, 1))
 #: Checkpoints of claim (2), as fractions of the training epochs.
 LOSS_POINTS = (0.25, 0.5, 0.75, 1.0)
