@@ -233,3 +233,28 @@ def test_a_new_style_user_config_inherits_ours_by_import(fresh, tmp_path):
                'c.optim_wrapper.paramwise_cfg.flat_decay_mult)'],
               str(tmp_path))
     assert out.strip().splitlines()[-1] == 'AugSubClassifier tiny 0.0'
+
+
+TIMM_USER_CONFIG = """\
+_base_ = 'augsub_mm::timm/vit-small-p16-timm_4xb256-augmask-ft-100e_in1k.py'
+"""
+
+
+def test_the_shipped_timm_config_builds_from_the_wheel(fresh, tmp_path):
+    """The timm fine-tune config, inherited from the installed package,
+    builds AugSubTimmClassifier (timm linked from the test environment)."""
+    pytest.importorskip('timm')
+    python, _ = fresh
+    (tmp_path / 'my_timm_vit.py').write_text(TIMM_USER_CONFIG)
+    out = run([python, '-c', 'import augsub_mm, torch; '
+               'from mmengine.config import Config; '
+               'from mmengine.registry import init_default_scope; '
+               'from mmpretrain.registry import MODELS; '
+               'init_default_scope("mmpretrain"); '
+               'c = Config.fromfile("my_timm_vit.py"); '
+               'm = MODELS.build(c.model); '
+               'print(type(m).__name__, m.augsub.describe(m.backbone), '
+               'augsub_mm.__file__.startswith(' + repr(REPO) + '))'],
+              str(tmp_path))
+    assert out.strip().splitlines()[-1] == \
+        'AugSubTimmClassifier token drop False'  # the wheel's, not the repo
