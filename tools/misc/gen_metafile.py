@@ -98,7 +98,10 @@ def model_entry(path: str, results: Dict[str, dict]) -> dict:
     gpus = re.search(r'_(\d+)xb(\d+)', name)
     if gpus and loader.get('batch_size'):
         metadata['Batch Size'] = int(gpus.group(1)) * loader['batch_size']
-    metadata['Architecture'] = [cfg.model.backbone['type']]
+    # An mmpretrain backbone's type, or a timm model's name (TimmClassifier).
+    backbone = cfg.model.get('backbone')
+    metadata['Architecture'] = [backbone['type'] if backbone else
+                                cfg.model['model_name']]
     metadata['Sub-model'] = sub_model(cfg.model)
     entry = {'Name': name, 'In Collection': COLLECTION['Name'],
              'Metadata': metadata}
