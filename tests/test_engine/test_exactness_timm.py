@@ -29,6 +29,7 @@ from augsub_mm.models.utils import masking, sub_pass_seed
 timm = pytest.importorskip('timm')
 
 from test_exactness_zoo import Recorder, batch, tie  # noqa: E402
+from test_exactness import record_step_grads  # noqa: E402
 
 NUM_CLASSES = 4
 RATIO = 0.5
@@ -154,15 +155,7 @@ def augsub_step(name, kind, source):
     token = getattr(model.augsub, 'mask_token', None)
     token = None if token is None else token.detach().clone()
     optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
-    seen = []
-    step = optim.optimizer.step
-
-    def record(*args, **kwargs):
-        seen.append({n: p.grad.clone() for n, p in model.named_parameters()
-                     if p.grad is not None})
-        return step(*args, **kwargs)
-
-    optim.optimizer.step = record
+    seen = record_step_grads(model, optim)
     with InputRecorder() as recorder:
         torch.manual_seed(7)
         model.train_step(batch(name), optim)

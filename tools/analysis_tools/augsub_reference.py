@@ -100,6 +100,21 @@ def batch(seed, n=4):
                       for i in range(n)])
 
 
+def record_step_grads(model, optim) -> list:
+    """A list that gets, at each optimizer step, the gradients that reach
+    it (``{name: grad}``)."""
+    seen = []
+    step = optim.optimizer.step
+
+    def record(*args, **kwargs):
+        seen.append({n: p.grad.clone() for n, p in model.named_parameters()
+                     if p.grad is not None})
+        return step(*args, **kwargs)
+
+    optim.optimizer.step = record
+    return seen
+
+
 def seed_all(seed):
     np.random.seed(seed)  # Mixup's lambda
     torch.manual_seed(seed)  # Mixup's permutation, the main drop-path
@@ -387,15 +402,7 @@ def augsub_grads(family, kind, with_cp, step_mode, counts, frozen=False,
     if token is not None:
         model.augsub.check_optimizer(optim.optimizer)
     optim.initialize_count_status(model, 0, counts)
-    seen = []
-    step = optim.optimizer.step
-
-    def record(*args, **kwargs):
-        seen.append({n: p.grad.clone() for n, p in model.named_parameters()
-                     if p.grad is not None})
-        return step(*args, **kwargs)
-
-    optim.optimizer.step = record
+    seen = record_step_grads(model, optim)
     with MaskRecorder() as recorder:
         for i in range(counts):
             seed_all(i)
