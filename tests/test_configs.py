@@ -284,6 +284,12 @@ def test_timm_fine_tune_is_its_baseline_plus_the_four_lines():
         [('Mixup', 0.8), ('CutMix', 1.0)]
     assert (base.optim_wrapper.optimizer.type,
             base.optim_wrapper.optimizer.lr) == ('AdamW', 5e-4)
+    # Layer-wise lr decay through timm's layer grouping (the baseline
+    # imports augsub_mm for this constructor only).
+    assert (base.optim_wrapper.constructor,
+            base.optim_wrapper.paramwise_cfg.layer_decay_rate) == \
+        ('TimmLayerDecayOptimWrapperConstructor', 0.75)
+    assert base.custom_imports.imports == ['augsub_mm']
     assert base.train_cfg.max_epochs == 100
     assert 4 * base.train_dataloader.batch_size == 1024
     model = build_model(cfg)

@@ -5,9 +5,11 @@
 # timm's own (timm.create_model arguments pass through): load the
 # pre-trained weights from a local timm checkpoint with
 #   --cfg-options model.checkpoint_path=/path/to/vit_small_checkpoint.pth
-# (nothing is downloaded: pretrained=False). TimmClassifier has no
-# get_layer_depth, so MMPretrain's layer-wise lr decay constructor does not
-# apply to it; this recipe uses none, for the baseline and AugSub alike.
+# (nothing is downloaded: pretrained=False). Layer-wise lr decay 0.75, as
+# in the MAE fine-tune recipes: TimmClassifier has no get_layer_depth for
+# MMPretrain's LearningRateDecayOptimWrapperConstructor, so augsub_mm's
+# TimmLayerDecayOptimWrapperConstructor reads timm's own layer grouping
+# (the only use of augsub_mm in this baseline).
 # Baseline of ./vit-small-p16-timm_4xb256-augmask-ft-100e_in1k.py.
 _base_ = 'mmpretrain::deit/deit-small_4xb256_in1k.py'
 
@@ -26,8 +28,12 @@ model = dict(
     ]),
 )
 
+custom_imports = dict(imports=['augsub_mm'], allow_failed_imports=False)
 # 4 GPUs x 256: lr 5e-4 for the batch of 1024, 5 warm-up epochs.
-optim_wrapper = dict(optimizer=dict(lr=5e-4))
+optim_wrapper = dict(
+    optimizer=dict(lr=5e-4),
+    constructor='TimmLayerDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(layer_decay_rate=0.75))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, end=5,
          convert_to_iter_based=True),
