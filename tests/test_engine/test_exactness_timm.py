@@ -76,14 +76,21 @@ MODELS_ = {
                     depths=(1, 1, 1, 1), embed_dims=(16, 32, 32, 32),
                     num_heads=(1, 1, 1, 1), drop_path_rate=0.1,
                     proj_drop_rate=0.1), 'mask_token'),
+    # Twins: one embedding per stage (patch_embeds), the mask token at the
+    # first, which returns ((B, N, C) tokens, grid size).
+    'twins': (dict(model_name='twins_svt_small', img_size=SIZE,
+                   depths=(1, 1, 1, 1), embed_dims=(16, 32, 32, 32),
+                   num_heads=(1, 1, 1, 1), wss=(4, 4, 4, 4),
+                   drop_path_rate=0.1, proj_drop_rate=0.1), 'mask_token'),
 }
 #: Models whose AugMask form is what their case tests (their AugDrop and
 #: AugPath are those of the ViT blocks they are made of).
-MASK_ONLY = ('crossvit', 'naflexvit', 'qwen3', 'vit_features', 'pvt_v2')
+MASK_ONLY = ('crossvit', 'naflexvit', 'qwen3', 'vit_features', 'pvt_v2',
+             'twins')
 #: The mask token's site and token stride, per mask-token model.
 EMBEDS = dict(swin=('patch_embed', 4), qwen3=('encoder.patch_embed', 16),
               vit_features=('model.patch_embed', 16),
-              pvt_v2=('patch_embed', 4))
+              pvt_v2=('patch_embed', 4), twins=('patch_embeds.0', 4))
 
 
 PREPROCESSOR = dict(num_classes=NUM_CLASSES, mean=[127.5] * 3,
@@ -216,6 +223,8 @@ def hand_sub_model(name, kind, timm_model, token, drawn):
         site, stride = EMBEDS[name]
 
         def replace(module, args, out):
+            if isinstance(out, tuple):  # (tokens, grid size): Twins
+                return (replace(module, args, out[0]), *out[1:])
             if out.dim() == 3:  # a ViT's (B, N, C) tokens of a square grid
                 side = int(out.shape[1] ** 0.5)
                 grid = replace(module, args, out.unflatten(1, (side, side)))

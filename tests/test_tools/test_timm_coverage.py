@@ -83,3 +83,31 @@ def test_docs_block_is_written(subset_run):
     assert '--subset' in block and 'timm modules:' in block
     for module in rows:
         assert f'| {module} (`' in block
+
+
+def test_vit_relatives_are_read_from_the_structure():
+    """What the matrix fails as "input masking of a ViT relative": a
+    patch embedding of any class where augsub_mm looks for one (Gemma-4's
+    encoder.patch_embed, Twins' patch_embeds), timm's PatchEmbed, a
+    patch_drop site; not a CNN's stem."""
+    import torch.nn as nn
+
+    class Embed(nn.Module):  # no timm class
+        pass
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.patch_embed = Embed()
+
+    gemma_like = nn.Module()
+    gemma_like.encoder = Encoder()
+    twins_like = nn.Module()
+    twins_like.patch_embeds = nn.ModuleList([Embed(), Embed()])
+    cnn = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+    cnn_with_stem = nn.Module()
+    cnn_with_stem.stem = nn.Conv2d(3, 8, 4, 4)
+    assert timm_coverage.vit_relative(gemma_like)
+    assert timm_coverage.vit_relative(twins_like)
+    assert not timm_coverage.vit_relative(cnn)
+    assert not timm_coverage.vit_relative(cnn_with_stem)

@@ -34,7 +34,8 @@ Cells:
 - ``timed out``: the module ran past ``--timeout`` seconds.
 - ``FAILED: <error>``: anything else, i.e. a bug (exit status 1). Also a
   ViT relative that got input masking (a model holding timm's
-  ``PatchEmbed`` or a ``patch_drop`` site: AugMask must act on its tokens),
+  ``PatchEmbed`` or a ``patch_drop`` site, or beginning with a
+  ``patch_embed``: AugMask must act on its tokens),
   and an AugDrop pass that drops more than ``ratio + 0.08`` of one path
   (dropouts in series, measured by :func:`zoo_coverage.dropout_per_path`).
 
@@ -208,10 +209,16 @@ def plain_step(name: str, kwargs: dict, size: int, batch: int
 
 def vit_relative(model) -> bool:
     """Whether a timm model is made of patch tokens the way a ViT is: it
-    holds timm's ``PatchEmbed`` or a ``patch_drop`` site."""
+    holds timm's ``PatchEmbed`` or a ``patch_drop`` site, or begins with a
+    patch embedding by augsub_mm's own reading (``patch_embed_of``: a
+    ``patch_embed`` of any class, e.g. Gemma-4's ``encoder.patch_embed``,
+    or Twins' ``patch_embeds``)."""
     from timm.layers import PatchEmbed
-    return any(isinstance(m, PatchEmbed) or hasattr(m, 'patch_drop')
-               for m in model.modules())
+
+    from augsub_mm.models.families.timm import patch_embed_of
+    return patch_embed_of(model) is not None or any(
+        isinstance(m, PatchEmbed) or hasattr(m, 'patch_drop')
+        for m in model.modules())
 
 
 def sub_step(name: str, kwargs: dict, kind: str, size: int, batch: int,

@@ -126,7 +126,8 @@ class TimmConvFamily(TimmFamily):
 def patch_embed_of(model: nn.Module) -> Optional[str]:
     """Attribute path of the patch embedding a token model begins with:
     a direct child that is timm's ``PatchEmbed`` (Mixer's ``stem``), or one
-    named ``patch_embed``; else such a child of a direct child (the
+    named ``patch_embed``; the first of ``patch_embeds``, one embedding per
+    stage (Twins' pyramid); else such a child of a direct child (the
     ``encoder.patch_embed`` of timm's Qwen3-ViT and Gemma-4 ViT
     classifiers); None for models that begin otherwise."""
     patch_embed = _timm_class('timm.layers', 'PatchEmbed')
@@ -141,6 +142,10 @@ def patch_embed_of(model: nn.Module) -> Optional[str]:
     for name, child in model.named_children():
         if is_embed(name, child):
             return name
+    stages = getattr(model, 'patch_embeds', None)
+    if isinstance(stages, nn.ModuleList) and len(stages):
+        # One embedding per stage, the first on the input (Twins).
+        return 'patch_embeds.0'
     for name, child in model.named_children():
         if isinstance(child, (nn.ModuleList, nn.ModuleDict, nn.Sequential)):
             continue
