@@ -76,6 +76,12 @@ MODELS_ = {
                     depths=(1, 1, 1, 1), embed_dims=(16, 32, 32, 32),
                     num_heads=(1, 1, 1, 1), drop_path_rate=0.1,
                     proj_drop_rate=0.1), 'mask_token'),
+    # A recipe's own patch dropout (timm's PatchDropout, in the main pass
+    # too): the sub-model drops its ratio of the tokens that one keeps.
+    'vit_patch_drop': (dict(model_name='vit_tiny_patch16_224', img_size=SIZE,
+                            patch_size=16, depth=2, embed_dim=32,
+                            num_heads=2, drop_path_rate=0.1,
+                            patch_drop_rate=0.25), 'token_drop'),
     # Twins: one embedding per stage (patch_embeds), the mask token at the
     # first, which returns ((B, N, C) tokens, grid size).
     'twins': (dict(model_name='twins_svt_small', img_size=SIZE,
@@ -86,7 +92,7 @@ MODELS_ = {
 #: Models whose AugMask form is what their case tests (their AugDrop and
 #: AugPath are those of the ViT blocks they are made of).
 MASK_ONLY = ('crossvit', 'naflexvit', 'qwen3', 'vit_features', 'pvt_v2',
-             'twins')
+             'twins', 'vit_patch_drop')
 #: The mask token's site and token stride, per mask-token model.
 EMBEDS = dict(swin=('patch_embed', 4), qwen3=('encoder.patch_embed', 16),
               vit_features=('model.patch_embed', 16),
@@ -197,6 +203,8 @@ def hand_sub_model(name, kind, timm_model, token, drawn):
         return timm_model
     if name == 'crossvit':
         return crossvit_token_drop(timm_model, drawn)
+    if name == 'vit_patch_drop':
+        return patch_dropped_token_drop(timm_model, drawn)
     if form == 'token_drop':
         def features(x):
             B = x.shape[0]
@@ -285,6 +293,25 @@ def crossvit_token_drop(m, drawn):
             xs = block(xs)
         return m.forward_head([norm(xs[i]) for i, norm in
                                enumerate(m.norm)])
+    return features
+
+
+def patch_dropped_token_drop(m, drawn):
+    """timm's ViT forward by hand, the tokens that timm's own patch
+    dropout keeps (its draw first, under the sub pass's seed) gathered at
+    the kept indices drawn here, the class token kept."""
+
+    def features(x):
+        tokens = m.patch_drop(m._pos_embed(m.patch_embed(x)))
+        B, prefix = x.shape[0], m.num_prefix_tokens
+        L = tokens.shape[1] - prefix
+        idx = torch.rand(B, L).argsort(1)[:, :int(L * (1 - RATIO))]
+        idx = idx.sort(1)[0]
+        drawn.append(idx)
+        patches = tokens[:, prefix:].gather(1, idx[..., None].expand(
+            -1, -1, tokens.shape[-1]))
+        tokens = torch.cat([tokens[:, :prefix], patches], dim=1)
+        return m.forward_head(m.norm(m.blocks(m.norm_pre(tokens))))
     return features
 
 
