@@ -186,32 +186,48 @@ def test_vit_clips_by_the_global_grad_norm(vit_runs, engine):
                                                       rel=1e-5)
 
 
-def test_timm_vit_fsdp_weights_equal_runner_ddp(tmp_path, image_folder):
-    """A timm ViT (TimmClassifier config plus the four lines) under
-    FlexibleRunner + FSDP (nested units) trains the weights of the Runner +
-    DDP run, its gradient clipped."""
-    pytest.importorskip('timm')
+def timm_run(tmp, image_folder, engine):
+    """A timm ViT (TimmClassifier config plus the four lines), 1 epoch (2
+    iterations per rank) under ``engine``, its gradient clipped; the
+    probes of its ranks."""
     from tool_runner import CONFIGS
     base = osp.join(CONFIGS, 'timm-vit-tiny_augmask_toy.py')
-    runs = {}
-    for engine in ('runner_ddp', 'flexible_fsdp'):
-        cfg = write_config(tmp_path, base, engine, engine, sgd=True,
-                           clip=VIT_CLIP)
-        work_dir = str(tmp_path / engine)
-        proc = dist_train(cfg, work_dir, **{
-            'train_dataloader.dataset.data_root': image_folder,
-            'train_cfg.max_epochs': 1})
-        assert proc.returncode == 0, proc.stdout[-6000:]
-        assert 'loss_sub: ' in proc.stdout
-        runs[engine] = probes(work_dir)
-    assert runs['flexible_fsdp'][0]['wrapper'] == \
-        'AugSubFullyShardedDataParallel'
-    reference = runs['runner_ddp'][0]
+    cfg = write_config(tmp, base, engine, f'timm_{engine}', sgd=True,
+                       clip=VIT_CLIP)
+    work_dir = str(tmp / f'timm_{engine}')
+    proc = dist_train(cfg, work_dir, **{
+        'train_dataloader.dataset.data_root': image_folder,
+        'train_cfg.max_epochs': 1})
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    assert 'loss_sub: ' in proc.stdout
+    return probes(work_dir)
+
+
+@pytest.fixture(scope='module')
+def timm_reference(tmp_path_factory, image_folder):
+    """The timm ViT under the Runner + DDP: rank 0's probe."""
+    pytest.importorskip('timm')
+    reference = timm_run(tmp_path_factory.mktemp('timm'), image_folder,
+                         'runner_ddp')[0]
     assert reference['iter'] == 2
-    for rank in runs['flexible_fsdp']:
-        assert_same_weights(rank['params'], reference['params'])
     assert any(not torch.equal(v, reference['start'][k])
                for k, v in reference['params'].items())
+    return reference
+
+
+@pytest.mark.parametrize('engine', [
+    'flexible_fsdp', pytest.param('deepspeed_zero2', marks=needs_deepspeed)])
+def test_timm_vit_weights_equal_runner_ddp(timm_reference, tmp_path,
+                                           image_folder, engine):
+    """FlexibleRunner + FSDP (nested units) and DeepSpeed ZeRO-2 train the
+    timm ViT to the weights of the Runner + DDP run."""
+    ranks = timm_run(tmp_path, image_folder, engine)
+    assert ranks[0]['wrapper'] == dict(
+        flexible_fsdp='AugSubFullyShardedDataParallel',
+        deepspeed_zero2='AugSubDeepSpeedEngineWrapper')[engine]
+    for rank in ranks:
+        assert rank['iter'] == 2
+        assert_same_weights(rank['params'], timm_reference['params'])
 
 
 @needs_deepspeed
