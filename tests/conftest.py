@@ -16,6 +16,24 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 
+def hf_site_on_path() -> None:
+    """Make transformers importable in the test processes, for the
+    HuggingFaceClassifier tests: tools/setup_env.sh installs it into
+    ``<venv>/hf-site``, outside site-packages, so that the processes the
+    tests start (the tools as users run them: hundreds a suite run) do not
+    import it (mmengine does at every start, to register its Adafactor:
+    0.5 CPU-s each). Before any OpenMMLab import: mmpretrain decides at
+    import whether HuggingFaceClassifier has transformers. Appended, so the
+    environment's own packages come first; a transformers installed the
+    usual way is found as well."""
+    site = osp.join(sys.prefix, 'hf-site')
+    if osp.isdir(site) and site not in sys.path:
+        sys.path.append(site)
+
+
+hf_site_on_path()
+
+
 def make_image_folder(root: str, num_classes: int = 4, per_class: int = 8,
                       size: int = 32, seed: int = 0) -> str:
     """Write ``num_classes`` folders of PNGs whose class is learnable (a

@@ -61,7 +61,8 @@ _stamp="$VENV/.augsub_installed"
 AUGSUB_DEEPSPEED=${AUGSUB_DEEPSPEED:-0}
 _reqs=(-r "$REPO/$_req")
 [ "$AUGSUB_DEEPSPEED" = 1 ] && _reqs+=(-r "$REPO/requirements/deepspeed.txt")
-_want=$( (cat "$REPO/$_req" "$REPO"/requirements/*.txt "$REPO/setup.py";
+_want=$( (cat "$REPO/$_req" "$REPO"/requirements/*.txt "$REPO/setup.py" \
+              "${BASH_SOURCE[0]}";
           echo "deepspeed=$AUGSUB_DEEPSPEED torch_from=$AUGSUB_TORCH_FROM") |
         sha256sum | cut -d' ' -f1)
 if [ "$(cat "$_stamp" 2>/dev/null || true)" != "$_want" ]; then
@@ -80,6 +81,20 @@ if [ "$(cat "$_stamp" 2>/dev/null || true)" != "$_want" ]; then
     # and augsub_mm without an extra (the stack above is the one
     # installed, whichever it is); one pip run instead of two saves ~5 s.
     _pip_quiet install -q "${_reqs[@]}" -e "$REPO"
+    # transformers (requirements/tests.txt: the HuggingFaceClassifier tests)
+    # moves out of site-packages into $VENV/hf-site, which those tests put
+    # on their sys.path (tests/conftest.py: hf_site_on_path): wherever it
+    # is importable, mmengine imports it at every start to register its
+    # Adafactor optimizer (0.5 CPU-s a process; a suite run starts hundreds
+    # of processes that never use it). Its requirements stay installed.
+    _hf=$("$PY" -c 'import importlib.metadata as m
+print(m.version("transformers"))' 2>/dev/null || true)
+    if [ -n "$_hf" ]; then
+        rm -rf "$VENV/hf-site"
+        _pip_quiet install -q --no-deps --target "$VENV/hf-site" \
+            "transformers==$_hf"
+        _pip_quiet uninstall -q -y transformers
+    fi
     echo "$_want" > "$_stamp"
 fi
 

@@ -36,6 +36,7 @@ import augsub_mm  # noqa: F401
 from augsub_mm.config import enable_augsub
 from augsub_mm.models.utils import sub_pass_seed
 
+# tools/setup_env.sh keeps it in <venv>/hf-site (tests/conftest.py).
 transformers = pytest.importorskip('transformers')
 
 from test_exactness_timm import InputRecorder  # noqa: E402
