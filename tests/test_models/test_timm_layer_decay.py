@@ -116,3 +116,18 @@ def test_the_layer_decayed_model_trains_one_step():
     log = model.train_step(data, wrapper)
     assert set(log) >= {'loss', 'loss_sub'}
     assert not torch.equal(before, fc1.detach())
+
+
+def test_fsdp_unit_names_keep_their_depth():
+    """FSDP's nested units put ``_fsdp_wrapped_module.`` into the
+    parameter names the constructor sees."""
+    from augsub_mm.engine.optimizers import \
+        timm_layer_decay_optim_wrapper_constructor as constructor
+    model = MODELS.build(dict(type='TimmClassifier', pretrained=False,
+                              num_classes=4, **VIT))
+    depth = constructor.timm_layer_depth(model)
+    for name in ('model.blocks.0.attn.qkv.weight', 'model.cls_token',
+                 'model.head.weight'):
+        parts = name.split('.')
+        wrapped = '.'.join(parts[:-1] + ['_fsdp_wrapped_module', parts[-1]])
+        assert depth(wrapped) == depth(name) == (vit_depth(name), 4), name
