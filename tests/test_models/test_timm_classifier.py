@@ -102,6 +102,41 @@ def test_one_step_trains_and_logs_both_losses():
     assert out[0].pred_score.shape == (4, )
 
 
+def test_auto_mask_token_blocks_are_the_whole_tokens_nearest_32_px():
+    """input_patch_size='auto' under mask-token masking, at a token stride
+    that does not divide 32 px (14, as DINOv2's and EVA's patches): blocks
+    of 2 x 2 tokens (28 px); an explicit 32 is refused there by name."""
+    from augsub_mm.models.utils.masking import auto_block_tokens
+    assert [auto_block_tokens(s) for s in (4, 8, 14, 16, 7, 64)] == \
+        [8, 4, 2, 2, 5, 1]
+    p14 = dict(VIT, patch_size=14, img_size=56)  # 4 x 4 tokens
+    torch.manual_seed(0)
+    model = MODELS.build(switched(timm_cfg(p14), masking='mask_token'))
+    model.train()
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    model.train_step(batch(56), optim)  # binds AugMask's hooks
+    seen = []
+    # After AugMask's own hook: the tokens the blocks see (and the token
+    # then: the step updates it).
+    model.model.patch_embed.register_forward_hook(
+        lambda m, a, out: seen.append(
+            (out == model.augsub.mask_token.detach()).all(-1)))
+    model.train_step(batch(56), optim)
+    main, masked = seen
+    assert not main.any()
+    blocks = masked.view(4, 2, 2, 2, 2).permute(0, 1, 3, 2, 4).flatten(3)
+    # Each 2 x 2 block masked whole or not at all, 2 of the 4 per sample.
+    assert (blocks.all(-1) == blocks.any(-1)).all()
+    assert blocks.all(-1).sum(dim=(1, 2)).tolist() == [2] * 4
+    explicit = MODELS.build(switched(timm_cfg(p14), masking='mask_token',
+                                     input_patch_size=32))
+    explicit.train()
+    with pytest.raises(ValueError, match='input_patch_size=32 must be a '
+                       r'multiple of the token stride .*\(14 x 14'):
+        explicit.train_step(batch(56), OptimWrapper(
+            torch.optim.SGD(explicit.parameters(), lr=0.1)))
+
+
 def test_plain_training_loss_is_refused_as_for_image_classifiers():
     model = MODELS.build(switched(timm_cfg())).train()
     with pytest.raises(RuntimeError, match='AugSubTimmClassifier was asked '

@@ -21,13 +21,14 @@ A family is one subclass naming its backbone classes and, where it is not
 ``patch_embed``, its embedding module.
 """
 import math
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 from torch.utils.hooks import RemovableHandle
 
-from ..utils.masking import block_mask, expand_block_mask
+from ..utils.masking import (auto_block_tokens, block_mask,
+                             expand_block_mask)
 from .base import BackboneFamily, SubPassSwitch, SwitchedHook
 
 
@@ -131,12 +132,14 @@ class GridTokenFamily(BackboneFamily):
         the depth of the patch embedding (layer 0 of layer-wise lr decay)."""
         return self.embed_module()
 
-    def mask_block_tokens(self, block_pixels: int,
+    def mask_block_tokens(self, block_pixels: Union[int, str],
                           stride: Optional[Tuple[int, int]] = None) -> int:
         """Side of a masking block in tokens, for a token stride (pixels per
         token) ``stride``; raises if ``block_pixels`` is not a whole number
-        of tokens. Without ``stride`` (at build time) nothing is checked:
-        the first sub pass checks what the embedding really outputs."""
+        of tokens; ``'auto'``: the whole number of tokens nearest to 32 px
+        (:func:`masking.auto_block_tokens`). Without ``stride`` (at build
+        time) nothing is checked: the first sub pass checks what the
+        embedding really outputs."""
         if stride is None:
             return 0
         if any(float(s) != int(s) for s in stride):
@@ -149,7 +152,15 @@ class GridTokenFamily(BackboneFamily):
                 'block of tokens is no block of the image. Use '
                 "masking='input' (32 x 32 px input patches, as for CNNs), or "
                 'an input size whose token grid divides it.')
-        if stride[0] != stride[1] or block_pixels % stride[0]:
+        if stride[0] != stride[1]:
+            raise ValueError(
+                f'AugMask cannot mask square blocks of whole tokens of '
+                f'{type(self.backbone).__name__}: the output of '
+                f'{self.embed!r} has {stride[0]} x {stride[1]} input pixels '
+                'per token. Use a square input, or masking=\'input\'.')
+        if block_pixels == 'auto':
+            return auto_block_tokens(int(stride[0]))
+        if block_pixels % stride[0]:
             raise ValueError(
                 f'AugMask input_patch_size={block_pixels} must be a multiple '
                 f'of the token stride of {type(self.backbone).__name__} '

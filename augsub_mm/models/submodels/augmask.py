@@ -19,9 +19,6 @@ from .base import BaseSubModel, unwrap_compiled
 #: How the coverage matrix names each form of masking.
 MASKING_NAMES = dict(token_drop='token drop', mask_token='mask token',
                      input='input masking')
-#: Block side of mask-token masking under input_patch_size='auto': the
-#: paper's Swin blocks (8 x 8 tokens at Swin's patch size 4).
-MASK_TOKEN_BLOCK = 32
 
 
 @MODELS.register_module()
@@ -61,8 +58,9 @@ class AugMask(BaseSubModel):
     224 x 448: 32, 7 x 14). It is resolved at the first sub pass, said once
     in the log, and again for each new input size (progressive resizing:
     the grid stays 7 on the shorter side; an input size seen before is
-    not logged again). Mask-token masking keeps 32 px blocks under
-    ``'auto'`` (whole tokens at Swin's patch size 4). An int is used as
+    not logged again). Mask-token masking under ``'auto'`` masks blocks of
+    the whole number of tokens nearest to 32 px (8 x 8 at Swin's patch size
+    4, 2 x 2 at 16; 2 x 2 at 14, i.e. 28 px). An int is used as
     given at every size, and refused at the first step where it leaves no
     block unmasked.
 
@@ -208,10 +206,11 @@ class AugMask(BaseSubModel):
                 self, self.ratio, self._block_pixels(), self.switch)
         return handles + self.count_calls([site])
 
-    def _block_pixels(self) -> int:
-        """Block side of mask-token masking."""
-        return MASK_TOKEN_BLOCK if self.input_patch_size == 'auto' else \
-            self.input_patch_size
+    def _block_pixels(self) -> Union[int, str]:
+        """Block side of mask-token masking, in input pixels, or 'auto'
+        (the family's ``mask_block_tokens`` takes the nearest whole number
+        of tokens to 32 px)."""
+        return self.input_patch_size
 
     def input_patch(self, height: int, width: int) -> int:
         """Patch side of input masking on a ``height`` x ``width`` input."""

@@ -89,6 +89,19 @@ def expand_block_mask(mask: torch.Tensor, block: int, height: int,
 
 #: Patches per side of the paper's CNN sub-model: 32 px patches on 224 px.
 AUTO_GRID = 7
+#: Block side of mask-token masking under input_patch_size='auto', in
+#: input pixels: the paper's Swin blocks (8 x 8 tokens at Swin's patch size
+#: 4), taken as the nearest whole number of tokens of other strides
+#: (:func:`auto_block_tokens`).
+MASK_TOKEN_BLOCK = 32
+
+
+def auto_block_tokens(stride: int) -> int:
+    """Side, in tokens, of a mask-token block under ``'auto'`` for a token
+    stride of ``stride`` input pixels: the whole number of tokens nearest
+    to :data:`MASK_TOKEN_BLOCK` pixels, at least one (4 px: 8 tokens; 16:
+    2; 14: 2, i.e. 28 px; 7: 5, i.e. 35 px)."""
+    return max(1, round(MASK_TOKEN_BLOCK / stride))
 
 
 def auto_patch_size(height: int, width: int) -> int:
