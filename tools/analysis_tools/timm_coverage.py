@@ -125,6 +125,32 @@ def param_count(name: str) -> Optional[int]:
     return sum(p.numel() for p in model.parameters())
 
 
+#: Parameters above which a module's smallest variant is built with
+#: :data:`SHRINK` (where its constructor takes it): the same classes at a
+#: cost one CPU step affords (deepseek_vit's smallest has 412 M and needs
+#: its own 546 px input).
+LARGE = 100e6
+SHRINK = dict(depth=2)
+
+
+def shrunk(name: str) -> dict:
+    """:data:`SHRINK` for a variant over :data:`LARGE` parameters whose
+    constructor takes it, else nothing."""
+    import timm
+    import torch
+    count = param_count(name)
+    if count is None or count <= LARGE:
+        return {}
+    try:
+        with torch.device('meta'), warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            timm.create_model(name, pretrained=False,
+                              num_classes=NUM_CLASSES, **SHRINK)
+    except Exception:  # noqa: B902 -- it takes no depth: built as it is
+        return {}
+    return dict(SHRINK)
+
+
 def smallest_variant(module: str) -> Tuple[Optional[str], str]:
     """The module's cheapest variant and how it was chosen: among the
     :data:`CANDIDATES` cheapest by name (:func:`cost_key`), the one with
@@ -264,7 +290,10 @@ def cover(module: str, size: int, batch: int, ratio: float,
             row['chosen'] = 'subset'
         else:
             name, row['chosen'] = smallest_variant(module)
-            extra = {}
+            extra = shrunk(name) if name else {}
+            if extra:
+                row['chosen'] += ', built with ' + ', '.join(
+                    f'{k}={v}' for k, v in extra.items())
         row['model'] = name
         if name is None:
             row['plain'] = 'not built: ' + row['chosen']
@@ -334,10 +363,11 @@ def markdown(rows: List[dict], version: str, subset: bool = False,
         '| module (model, size) | ' + ' | '.join(sub_models) + ' | s |',
         '|---|' + '---|' * (len(sub_models) + 1)]
     for row in sorted(rows, key=lambda r: r['module']):
+        built = row.get('chosen', '').partition(', built with ')[2]
         name = row['module'] + (
-            f" (`{row['model']}`" + (f", {row['size']} px" if 'size' in row
-                                     else '') + ')' if row.get('model')
-            else '')
+            f" (`{row['model']}`" + (f", {built}" if built else '') +
+            (f", {row['size']} px" if 'size' in row else '') + ')'
+            if row.get('model') else '')
         if 'plain' in row:
             cells = [row['plain']] + [''] * (len(sub_models) - 1)
         else:
