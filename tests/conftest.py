@@ -16,22 +16,28 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 
-def hf_site_on_path() -> None:
-    """Make transformers importable in the test processes, for the
-    HuggingFaceClassifier tests: tools/setup_env.sh installs it into
-    ``<venv>/hf-site``, outside site-packages, so that the processes the
-    tests start (the tools as users run them: hundreds a suite run) do not
-    import it (mmengine does at every start, to register its Adafactor:
-    0.5 CPU-s each). Before any OpenMMLab import: mmpretrain decides at
-    import whether HuggingFaceClassifier has transformers. Appended, so the
-    environment's own packages come first; a transformers installed the
-    usual way is found as well."""
-    site = osp.join(sys.prefix, 'hf-site')
-    if osp.isdir(site) and site not in sys.path:
-        sys.path.append(site)
+#: Side folders of the test environment (tools/setup_env.sh): transformers
+#: and DeepSpeed, kept out of site-packages so that the processes the tests
+#: start (the tools as users run them: hundreds a suite run) do not import
+#: them (mmengine does at every start wherever they are importable: 0.5 and
+#: 0.4 CPU-s a process).
+SIDE_SITES = tuple(osp.join(sys.prefix, name)
+                   for name in ('hf-site', 'ds-site'))
 
 
-hf_site_on_path()
+def side_sites_on_path() -> None:
+    """Make transformers and DeepSpeed importable in the test processes
+    (the HuggingFaceClassifier tests, the DeepSpeed strategy's), before any
+    OpenMMLab import: mmpretrain decides at import whether
+    HuggingFaceClassifier has transformers. Appended, so the environment's
+    own packages come first; packages installed the usual way are found as
+    well."""
+    for site in SIDE_SITES:
+        if osp.isdir(site) and site not in sys.path:
+            sys.path.append(site)
+
+
+side_sites_on_path()
 
 
 def make_image_folder(root: str, num_classes: int = 4, per_class: int = 8,

@@ -81,20 +81,25 @@ if [ "$(cat "$_stamp" 2>/dev/null || true)" != "$_want" ]; then
     # and augsub_mm without an extra (the stack above is the one
     # installed, whichever it is); one pip run instead of two saves ~5 s.
     _pip_quiet install -q "${_reqs[@]}" -e "$REPO"
-    # transformers (requirements/tests.txt: the HuggingFaceClassifier tests)
-    # moves out of site-packages into $VENV/hf-site, which those tests put
-    # on their sys.path (tests/conftest.py: hf_site_on_path): wherever it
-    # is importable, mmengine imports it at every start to register its
-    # Adafactor optimizer (0.5 CPU-s a process; a suite run starts hundreds
-    # of processes that never use it). Its requirements stay installed.
-    _hf=$("$PY" -c 'import importlib.metadata as m
-print(m.version("transformers"))' 2>/dev/null || true)
-    if [ -n "$_hf" ]; then
-        rm -rf "$VENV/hf-site"
-        _pip_quiet install -q --no-deps --target "$VENV/hf-site" \
-            "transformers==$_hf"
-        _pip_quiet uninstall -q -y transformers
-    fi
+    # transformers (requirements/tests.txt: the HuggingFaceClassifier
+    # tests) and DeepSpeed (AUGSUB_DEEPSPEED=1) move out of site-packages
+    # into side folders, $VENV/hf-site and $VENV/ds-site, which the test
+    # processes put on their sys.path (tests/conftest.py) and the DeepSpeed
+    # launches on their PYTHONPATH (tests/test_engine/test_flexible_runner.py):
+    # wherever they are importable, mmengine imports both at every start
+    # (transformers to register its Adafactor, DeepSpeed for its strategy:
+    # 0.5 and 0.4 CPU-s a process), and a suite run starts hundreds of
+    # processes that use neither. Their requirements stay installed.
+    for _side in transformers:hf-site deepspeed:ds-site; do
+        _pkg=${_side%%:*} _dir="$VENV/${_side#*:}"
+        _ver=$("$PY" -c 'import importlib.metadata as m, sys
+print(m.version(sys.argv[1]))' "$_pkg" 2>/dev/null || true)
+        if [ -n "$_ver" ]; then
+            rm -rf "$_dir"
+            _pip_quiet install -q --no-deps --target "$_dir" "$_pkg==$_ver"
+            _pip_quiet uninstall -q -y "$_pkg"
+        fi
+    done
     echo "$_want" > "$_stamp"
 fi
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import REPO, make_image_folder
+from conftest import REPO, SIDE_SITES, make_image_folder
 
 sys.path.insert(0, osp.join(REPO, 'tests', 'test_tools'))
 from tool_runner import (AUGMASK_CFG, data_options, free_port,  # noqa: E402
@@ -96,8 +96,11 @@ def write_config(tmp_path, base: str, engine: str, name: str,
 
 
 def dist_train(cfg: str, work_dir: str, *args: str, **options):
-    env = dict(tool_env(), PYTHONPATH=HERE + ':' + tool_env()['PYTHONPATH'],
-               PORT=str(free_port()))
+    # DeepSpeed from the test environment's side folder (tests/conftest.py)
+    # where it is kept there: the DeepSpeed launches need it.
+    sites = [s for s in SIDE_SITES if s.endswith('ds-site') and osp.isdir(s)]
+    env = dict(tool_env(), PORT=str(free_port()), PYTHONPATH=':'.join(
+        [HERE, tool_env()['PYTHONPATH'], *sites]))
     cfg_options = [f'{k}={v}' for k, v in options.items()]
     return run(['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir',
                 work_dir, '--no-validate', *args,
