@@ -1,7 +1,7 @@
 """Test-only probe for distributed AugSub runs, loaded through a config's
 ``custom_imports``: each rank records the patch-token indices its AugMask
-kept, and after training writes them with its parameter vector to
-``<work_dir>/probe_rank<R>.pt``."""
+kept, and after training writes them with its parameter vector and each
+parameter's lr scale to ``<work_dir>/probe_rank<R>.pt``."""
 import os.path as osp
 
 import torch
@@ -34,7 +34,13 @@ class AugSubProbeHook(Hook):
             else runner.model
         params = torch.cat(
             [p.detach().reshape(-1).cpu() for p in model.parameters()])
+        optimizer = runner.optim_wrapper.optimizer
+        # Each trainable parameter's lr scale (1 without layer-wise decay).
+        names = {id(p): n for n, p in model.named_parameters()}
+        lr_scales = {names[id(p)]: group.get('lr_scale', 1.)
+                     for group in optimizer.param_groups
+                     for p in group['params']}
         torch.save(
-            dict(params=params, kept=self.kept,
+            dict(params=params, kept=self.kept, lr_scales=lr_scales,
                  wrapper=type(runner.model).__name__),
             osp.join(runner.work_dir, f'probe_rank{runner.rank}.pt'))

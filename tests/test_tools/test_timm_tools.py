@@ -29,12 +29,17 @@ MMPRETRAIN_TRAIN = osp.join(get_installed_path('mmpretrain'), '.mim',
 
 
 def test_dist_train_with_the_augsub_flag(tmp_path, image_folder):
+    """With the layer-wise lr decay of the MAE fine-tunes, through
+    TimmLayerDecayOptimWrapperConstructor (the switch puts
+    AugSubOptimWrapperConstructor over it)."""
     probe_cfg = tmp_path / 'probe_cfg.py'
     probe_cfg.write_text(
         f'_base_ = [{TOY!r}]\n'
-        "custom_imports = dict(imports=['augsub_probe'], "
+        "custom_imports = dict(imports=['augsub_mm', 'augsub_probe'], "
         'allow_failed_imports=False)\n'
-        "custom_hooks = [dict(type='AugSubProbeHook')]\n")
+        "custom_hooks = [dict(type='AugSubProbeHook')]\n"
+        "optim_wrapper = dict(constructor='TimmLayerDecayOptimWrapper"
+        "Constructor', paramwise_cfg=dict(layer_decay_rate=0.5))\n")
     work_dir = str(tmp_path / 'work')
     env = dict(tool_env(), PORT=str(free_port()))
     proc = run(['bash', 'tools/dist_train.sh', str(probe_cfg), '2',
@@ -57,6 +62,14 @@ def test_dist_train_with_the_augsub_flag(tmp_path, image_folder):
         assert kept0.shape == kept1.shape == (8, 8)
         assert not torch.equal(kept0, kept1)
     assert torch.equal(rank0['params'], rank1['params'])
+    # 2 blocks: the stem at 0.5 ** 3, block i at 0.5 ** (2 - i), the head
+    # at 1 (the names as the wrapped model's, under DDP).
+    scales = rank0['lr_scales']
+    assert scales['model.cls_token'] == scales[
+        'model.patch_embed.proj.weight'] == pytest.approx(0.5**3)
+    assert scales['model.blocks.0.attn.qkv.weight'] == pytest.approx(0.25)
+    assert scales['model.blocks.1.mlp.fc2.weight'] == pytest.approx(0.5)
+    assert scales['model.head.weight'] == 1.
 
     # The checkpoint is the plain model's (token drop adds no parameter).
     init_default_scope('mmpretrain')
