@@ -131,3 +131,16 @@ def test_fsdp_unit_names_keep_their_depth():
         parts = name.split('.')
         wrapped = '.'.join(parts[:-1] + ['_fsdp_wrapped_module', parts[-1]])
         assert depth(wrapped) == depth(name) == (vit_depth(name), 4), name
+
+
+def test_mmpretrain_layer_decay_on_a_timm_model_names_ours():
+    """A MAE-style recipe's constructor on a timm config, with the switch:
+    MMPretrain's error, and which constructor to name instead."""
+    model = MODELS.build(dict(
+        type='AugSubClassifier', pretrained=False, num_classes=4,
+        augsub=dict(type='AugMask', ratio=0.5), **VIT))
+    with pytest.raises(NotImplementedError, match='get_layer_depth.*name '
+                       "constructor='TimmLayerDecayOptimWrapperConstructor'"):
+        build_optim_wrapper(model, optim_cfg(
+            'AugSubOptimWrapperConstructor',
+            base_constructor='LearningRateDecayOptimWrapperConstructor'))

@@ -57,7 +57,21 @@ class AugSubOptimWrapperConstructor:
                  paramwise_cfg=paramwise_cfg))
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
-        optim_wrapper = self.base(model)
+        try:
+            optim_wrapper = self.base(model)
+        except NotImplementedError as error:
+            # MMPretrain's layer-wise lr decay on a timm model.
+            from .timm_layer_decay_optim_wrapper_constructor import \
+                timm_layer_depth
+            try:
+                timm_layer_depth(getattr(model, 'module', model))
+            except TypeError:
+                raise error
+            raise NotImplementedError(
+                f'{error} The model holds a timm model: name '
+                "constructor='TimmLayerDecayOptimWrapperConstructor' (the "
+                'same paramwise_cfg; timm\'s own layer grouping) instead of '
+                f'{type(self.base).__name__}.') from error
         model = getattr(model, 'module', model)  # a DDP wrapper
         submodel = getattr(model, 'augsub', None)
         if not hasattr(submodel, 'param_group_anchors'):
