@@ -12,14 +12,12 @@ augsub_mm never downloads.
 """
 from typing import Optional, Union
 
-import torch.nn as nn
 from mmpretrain.models import HuggingFaceClassifier
 from mmpretrain.registry import MODELS
 
 from ..submodels import BaseSubModel
-from .augsub_classifier import AugSubStep
 from .augsub_timm_classifier import (HF_REFUSAL, NO_TRANSFORMERS,
-                                     AugSubTimmClassifier)
+                                     ModelSourceStep)
 
 #: Arguments of the classifiers that are not AutoConfig's.
 NOT_CONFIG = ('model_name', 'pretrained', 'loss', 'train_cfg', 'with_cp',
@@ -52,7 +50,8 @@ def offline_hf_config(model_name, kwargs: Optional[dict] = None):
 
 
 @MODELS.register_module()
-class AugSubHuggingFaceClassifier(AugSubStep, HuggingFaceClassifier):
+class AugSubHuggingFaceClassifier(ModelSourceStep,
+                                  HuggingFaceClassifier):
     """``HuggingFaceClassifier`` trained with an augmented sub-model.
 
     Built by the README's four lines merged onto a HuggingFaceClassifier
@@ -90,23 +89,5 @@ class AugSubHuggingFaceClassifier(AugSubStep, HuggingFaceClassifier):
         self.init_augsub(augsub, sub_loss, step_mode, sub_bn_stats,
                          self.loss_module)
 
-    @property
-    def backbone(self) -> nn.Module:
-        """The network the sub-model runs through: the transformers model."""
-        return self.model
-
-    def _main_branch(self, inputs, data_samples):
-        cls_score = self.model(inputs).logits
-        return self._get_loss(cls_score, data_samples), cls_score.detach()
-
-    def _sub_branch(self, inputs, teacher):
-        sub_score = self.model(inputs).logits
-        self.augsub.check_acted(self.model)
-        return dict(loss_sub=self.sub_loss(sub_score, teacher))
-
-    # HuggingFaceClassifier adds / removes `model.` as TimmClassifier does;
-    # the sub-model's keys stay the classifier's own.
-    _add_state_dict_prefix = staticmethod(
-        AugSubTimmClassifier._add_state_dict_prefix)
-    _remove_state_dict_prefix = staticmethod(
-        AugSubTimmClassifier._remove_state_dict_prefix)
+    def _scores(self, inputs):
+        return self.model(inputs).logits

@@ -23,8 +23,52 @@ from .augsub_classifier import AugSubStep
 SUBMODEL_PREFIX = 'augsub.'
 
 
+class ModelSourceStep(AugSubStep):
+    """AugSubStep for classifiers whose whole network is one model from
+    another library in ``self.model`` (TimmClassifier's timm model,
+    HuggingFaceClassifier's transformers model): the sub-model runs
+    through it, and its scores are :meth:`_scores`. Both classifiers add
+    ``model.`` to every key they load and remove it from every key they
+    save; the sub-model's keys stay the classifier's own, as in
+    AugSubClassifier."""
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The network the sub-model runs through: ``self.model``."""
+        return self.model
+
+    def _scores(self, inputs):
+        raise NotImplementedError
+
+    def _main_branch(self, inputs, data_samples):
+        cls_score = self._scores(inputs)
+        return self._get_loss(cls_score, data_samples), cls_score.detach()
+
+    def _sub_branch(self, inputs, teacher):
+        sub_score = self._scores(inputs)
+        # Once, before any backward: a sub pass that applied the sub-model
+        # nowhere would train a copy of the main pass.
+        self.augsub.check_acted(self.model)
+        return dict(loss_sub=self.sub_loss(sub_score, teacher))
+
+    @staticmethod
+    def _add_state_dict_prefix(state_dict, prefix, local_metadata, strict,
+                               missing_keys, unexpected_keys, error_msgs):
+        for key in list(state_dict.keys()):
+            if key.startswith(prefix) and not key.startswith(
+                    prefix + SUBMODEL_PREFIX):
+                state_dict[re.sub(f'^{re.escape(prefix)}', prefix + 'model.',
+                                  key)] = state_dict.pop(key)
+
+    @staticmethod
+    def _remove_state_dict_prefix(self, state_dict, prefix, local_metadata):
+        return OrderedDict(
+            (re.sub(f'^{re.escape(prefix)}model\\.', prefix, k), v)
+            for k, v in state_dict.items())
+
+
 @MODELS.register_module()
-class AugSubTimmClassifier(AugSubStep, TimmClassifier):
+class AugSubTimmClassifier(ModelSourceStep, TimmClassifier):
     """``TimmClassifier`` trained with an augmented sub-model (AugSub).
 
     The switch is the same as for ``ImageClassifier``: the README's four
@@ -71,39 +115,8 @@ class AugSubTimmClassifier(AugSubStep, TimmClassifier):
         self.init_augsub(augsub, sub_loss, step_mode, sub_bn_stats,
                          self.loss_module)
 
-    @property
-    def backbone(self) -> nn.Module:
-        """The network the sub-model runs through: the timm model."""
-        return self.model
-
-    def _main_branch(self, inputs, data_samples):
-        cls_score = self.model(inputs)
-        return self._get_loss(cls_score, data_samples), cls_score.detach()
-
-    def _sub_branch(self, inputs, teacher):
-        sub_score = self.model(inputs)
-        # Once, before any backward: a sub pass that applied the sub-model
-        # nowhere would train a copy of the main pass.
-        self.augsub.check_acted(self.model)
-        return dict(loss_sub=self.sub_loss(sub_score, teacher))
-
-    # TimmClassifier adds `model.` to every key it loads and removes it
-    # from every key it saves; the sub-model's keys are the classifier's
-    # own, as in AugSubClassifier.
-    @staticmethod
-    def _add_state_dict_prefix(state_dict, prefix, local_metadata, strict,
-                               missing_keys, unexpected_keys, error_msgs):
-        for key in list(state_dict.keys()):
-            if key.startswith(prefix) and not key.startswith(
-                    prefix + SUBMODEL_PREFIX):
-                state_dict[re.sub(f'^{re.escape(prefix)}', prefix + 'model.',
-                                  key)] = state_dict.pop(key)
-
-    @staticmethod
-    def _remove_state_dict_prefix(self, state_dict, prefix, local_metadata):
-        return OrderedDict(
-            (re.sub(f'^{re.escape(prefix)}model\\.', prefix, k), v)
-            for k, v in state_dict.items())
+    def _scores(self, inputs):
+        return self.model(inputs)
 
 
 def is_timm_name(model_name) -> bool:
