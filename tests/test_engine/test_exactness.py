@@ -34,10 +34,10 @@ from conftest import REPO
 
 sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
 # The references live beside gpu_check.py, which runs these cases on CUDA.
-from augsub_reference import (  # noqa: E402,F401  (test_compile imports them)
+from augsub_reference import (  # noqa: E402,F401  (other tests import them)
     NUM_CLASSES, RATIO, augsub_cfg, augsub_grads, assert_same_grads, batch,
     classifier_cfg, cpu_amp_wrapper, max_relative_error, record_step_grads,
-    reference_grads, seed_all)
+    reference_grads, seed_all, single_label_step_grads, tie)
 
 
 FAMILY_KINDS = [(f, k) for f in ('vit', 'deit3', 'swin', 'resnet',

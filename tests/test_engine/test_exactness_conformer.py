@@ -20,7 +20,7 @@ from mmpretrain.structures import DataSample
 
 import augsub_mm  # noqa: F401
 from augsub_mm.models.utils import masking, sub_pass_seed
-from test_exactness_zoo import tie
+from test_exactness import tie
 
 RATIO, SIZE, CLASSES = 0.5, 64, 4
 CFG = dict(

@@ -24,7 +24,6 @@ from unittest.mock import patch
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 from mmengine.config import Config
 from mmengine.optim import OptimWrapper
@@ -34,14 +33,13 @@ from mmpretrain.structures import DataSample
 
 import augsub_mm  # noqa: F401
 from augsub_mm.config import enable_augsub
-from augsub_mm.models.utils import sub_pass_seed
 
 # tools/setup_env.sh keeps it in <venv>/hf-site (tests/conftest.py).
 transformers = pytest.importorskip('transformers')
 
 from test_exactness_timm import InputRecorder  # noqa: E402
-from test_exactness_zoo import tie  # noqa: E402
-from test_exactness import record_step_grads  # noqa: E402
+from test_exactness import (record_step_grads,  # noqa: E402
+                            single_label_step_grads, tie)
 
 NUM_CLASSES = 4
 RATIO = 0.5
@@ -199,24 +197,9 @@ def reference_grads(path, name, kind, plain, mask_token, drawn):
     data = main_net.data_preprocessor(batch(), True)
     x = data['inputs']
     labels = torch.stack([s.gt_label for s in data['data_samples']])[:, 0]
-    torch.manual_seed(7)
-    seed = sub_pass_seed(0)
-    main_score = main_net.model(x).logits
-    main_loss = F.cross_entropy(main_score, labels)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        sub_score = sub_logits(x)
-    teacher = main_score.detach().softmax(-1)
-    sub_loss = -(teacher * sub_score.log_softmax(-1)).sum(-1).mean()
-    ((main_loss + sub_loss) / 2).backward()  # one autograd call
-    assert len(own) == len(drawn)
-    for mine, theirs in zip(own, drawn):
-        assert torch.equal(mine, theirs)
-    grads = {n: p.grad for n, p in main_net.named_parameters()
-             if p.grad is not None}
-    if token is not None:
-        grads['augsub.mask_token'] = token.grad
-    return grads
+    return single_label_step_grads(
+        main_net, lambda x: main_net.model(x).logits, sub_logits, x, labels,
+        own, drawn, token)
 
 
 CASES = [('vit', 'AugMask'), ('vit', 'AugDrop'), ('deit', 'AugMask'),

@@ -18,19 +18,18 @@ from unittest.mock import patch
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 from mmengine.optim import OptimWrapper
 from mmpretrain.registry import MODELS
 
 import augsub_mm  # noqa: F401
-from augsub_mm.models.utils import masking, sub_pass_seed
+from augsub_mm.models.utils import masking
 
 timm = pytest.importorskip('timm')
 
-from test_exactness_zoo import Recorder, batch, tie  # noqa: E402
+from test_exactness_zoo import Recorder, batch  # noqa: E402
 from test_exactness import (cpu_amp_wrapper, max_relative_error,  # noqa
-                            record_step_grads)
+                            record_step_grads, single_label_step_grads, tie)
 
 NUM_CLASSES = 4
 RATIO = 0.5
@@ -334,31 +333,10 @@ def reference_grads(name, kind, plain, mask_token, drawn, source,
     data = main_net.data_preprocessor(batch(name), True)
     x = data['inputs']
     labels = torch.stack([s.gt_label for s in data['data_samples']])[:, 0]
-    torch.manual_seed(7)
-    seed = sub_pass_seed(0)
-
-    def cast():
-        # One autocast region per pass, as the step's optim_context; the
-        # losses inside it, as TimmClassifier computes them.
-        return torch.autocast('cpu', dtype=autocast, enabled=bool(autocast))
-
-    with cast():
-        main_score = score(main_net, x)
-        main_loss = F.cross_entropy(main_score, labels)
-    with torch.random.fork_rng(devices=[]), cast():
-        torch.manual_seed(seed)
-        sub_score = score(sub_net, x, sub_features)
-        teacher = main_score.detach().softmax(-1)
-        sub_loss = -(teacher * sub_score.log_softmax(-1)).sum(-1).mean()
-    ((main_loss + sub_loss) / 2).backward()  # one autograd call
-    assert len(own) == len(drawn)
-    for mine, theirs in zip(own, drawn):
-        assert torch.equal(mine, theirs)
-    grads = {n: p.grad for n, p in main_net.named_parameters()
-             if p.grad is not None}
-    if token is not None:
-        grads['augsub.mask_token'] = token.grad
-    return grads
+    return single_label_step_grads(
+        main_net, lambda x: score(main_net, x),
+        lambda x: score(sub_net, x, sub_features), x, labels, own, drawn,
+        token, autocast)
 
 
 CASES = [(n, k, 'timm') for n in MODELS_

@@ -35,6 +35,7 @@ from mmpretrain.structures import DataSample
 import augsub_mm  # noqa: F401
 from augsub_mm.models.families import grid as grid_family
 from augsub_mm.models.utils import masking, sub_pass_seed
+from test_exactness import record_step_grads, tie  # noqa: E402
 
 NUM_CLASSES = 4
 RATIO = 0.5
@@ -240,15 +241,7 @@ def augsub_step(name, kind):
     token = getattr(model.augsub, 'mask_token', None)
     token = None if token is None else token.detach().clone()
     optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
-    seen = []
-    step = optim.optimizer.step
-
-    def record(*args, **kwargs):
-        seen.append({n: p.grad.clone() for n, p in model.named_parameters()
-                     if p.grad is not None})
-        return step(*args, **kwargs)
-
-    optim.optimizer.step = record
+    seen = record_step_grads(model, optim)
     with Recorder() as recorder:
         torch.manual_seed(7)  # the main pass's own drop-path
         model.train_step(batch(name), optim)
@@ -375,16 +368,6 @@ def rope_at_kept(rope, drawn, x, hw):
     pairs = x.reshape(*x.shape[:-1], -1, 2)
     rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), -1).flatten(-2)
     return x * cos + rotated * sin
-
-
-def tie(module, source):
-    for (name, _), (_, param) in zip(list(module.named_parameters()),
-                                     list(source.named_parameters())):
-        *path, leaf = name.split('.')
-        owner = module
-        for part in path:
-            owner = getattr(owner, part)
-        owner._parameters[leaf] = param
 
 
 def reference_grads(name, kind, plain, mask_token, drawn):

@@ -361,6 +361,44 @@ def tie(module, source):
         owner._parameters[leaf] = param
 
 
+def single_label_step_grads(main_net, main_scores, sub_scores, x, labels,
+                            own_draws, drawn, mask_token=None, autocast=None,
+                            main_seed=7):
+    """The reference step on a single-label batch (the timm and
+    transformers classifiers' tests), by hand: the main pass
+    (``main_scores(x)``, its own draws from ``main_seed``, as the tested
+    step's) and its cross-entropy; the sub pass (``sub_scores(x)``) under
+    the sub pass's seed of iteration 0 and its soft-target cross-entropy
+    against the detached main softmax; ONE autograd call on their mean.
+    Each pass is one autocast region (``autocast``: a dtype, or None), its
+    loss inside, as the step's ``optim_context``. Checks that the masks
+    drawn by hand (``own_draws``) are AugSub's (``drawn``); returns the
+    gradients of ``main_net``'s parameters and of ``mask_token``."""
+    torch.manual_seed(main_seed)
+    seed = sub_pass_seed(0)
+
+    def cast():
+        return torch.autocast('cpu', dtype=autocast, enabled=bool(autocast))
+
+    with cast():
+        main_score = main_scores(x)
+        main_loss = F.cross_entropy(main_score, labels)
+    with torch.random.fork_rng(devices=[]), cast():
+        torch.manual_seed(seed)
+        sub_score = sub_scores(x)
+        teacher = main_score.detach().softmax(-1)
+        sub_loss = -(teacher * sub_score.log_softmax(-1)).sum(-1).mean()
+    ((main_loss + sub_loss) / 2).backward()  # one autograd call
+    assert len(own_draws) == len(drawn)
+    for mine, theirs in zip(own_draws, drawn):
+        assert torch.equal(mine, theirs)
+    grads = {n: p.grad for n, p in main_net.named_parameters()
+             if p.grad is not None}
+    if mask_token is not None:
+        grads['augsub.mask_token'] = mask_token.grad
+    return grads
+
+
 def build_augsub(family, kind, with_cp=False, step_mode='two_pass',
                  frozen=False, device='cpu', augsub_options=None,
                  **model_options):
