@@ -37,7 +37,7 @@ sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
 from augsub_reference import (  # noqa: E402,F401  (other tests import them)
     NUM_CLASSES, RATIO, augsub_cfg, augsub_grads, assert_same_grads, batch,
     classifier_cfg, cpu_amp_wrapper, max_relative_error, record_step_grads,
-    reference_grads, seed_all, single_label_step_grads, tie)
+    reference_grads, seed_all, single_label_step_grads, tie, tied_pair)
 
 
 FAMILY_KINDS = [(f, k) for f in ('vit', 'deit3', 'swin', 'resnet',

@@ -20,7 +20,7 @@ from mmpretrain.structures import DataSample
 
 import augsub_mm  # noqa: F401
 from augsub_mm.models.utils import masking, sub_pass_seed
-from test_exactness import tie
+from test_exactness import tied_pair
 
 RATIO, SIZE, CLASSES = 0.5, 64, 4
 CFG = dict(
@@ -105,11 +105,7 @@ def soft_ce(score, teacher):
 @pytest.mark.parametrize('kind', ['AugMask', 'AugDrop', 'AugPath'])
 def test_conformer_gradient_equals_the_reference(kind):
     got, plain, drawn, log_vars = augsub_step(kind)
-    main_net = MODELS.build(copy.deepcopy(CFG))
-    main_net.load_state_dict(plain)
-    main_net.train()
-    sub_net = copy.deepcopy(main_net)
-    tie(sub_net, main_net)
+    main_net, sub_net, _ = tied_pair(copy.deepcopy(CFG), plain)
     by_hand(sub_net, kind)
     data = main_net.data_preprocessor(batch(), True)
     x = data['inputs']

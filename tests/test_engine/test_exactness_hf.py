@@ -17,7 +17,6 @@ the plain HuggingFaceClassifier and ``AutoModelForImageClassification``,
 and the refusals (an architecture without adapter, a name not found
 offline, transformers missing).
 """
-import copy
 import sys
 from unittest.mock import patch
 
@@ -39,7 +38,7 @@ transformers = pytest.importorskip('transformers')
 
 from test_exactness_timm import InputRecorder  # noqa: E402
 from test_exactness import (record_step_grads,  # noqa: E402
-                            single_label_step_grads, tie)
+                            single_label_step_grads, tied_pair)
 
 NUM_CLASSES = 4
 RATIO = 0.5
@@ -185,13 +184,7 @@ def hand_sub_model(name, kind, net, token, drawn):
 
 
 def reference_grads(path, name, kind, plain, mask_token, drawn):
-    main_net = MODELS.build(plain_cfg(path))
-    main_net.load_state_dict(plain)
-    main_net.train()
-    sub_net = copy.deepcopy(main_net)
-    tie(sub_net, main_net)
-    token = None if mask_token is None else \
-        mask_token.detach().clone().requires_grad_(True)
+    main_net, sub_net, token = tied_pair(plain_cfg(path), plain, mask_token)
     own = []
     sub_logits = hand_sub_model(name, kind, sub_net.model, token, own)
     data = main_net.data_preprocessor(batch(), True)

@@ -12,7 +12,6 @@ Swin); masked input patches (a timm CNN); drop-path and dropout rates set
 by hand. Masks are drawn here from the sub pass's documented stream and
 compared with AugSub's; losses by hand; ONE autograd call.
 """
-import copy
 from unittest.mock import patch
 
 import pytest
@@ -29,7 +28,7 @@ timm = pytest.importorskip('timm')
 
 from test_exactness_zoo import Recorder, batch  # noqa: E402
 from test_exactness import (cpu_amp_wrapper, max_relative_error,  # noqa
-                            record_step_grads, single_label_step_grads, tie)
+                            record_step_grads, single_label_step_grads, tied_pair)
 
 NUM_CLASSES = 4
 RATIO = 0.5
@@ -320,13 +319,7 @@ def patch_dropped_token_drop(m, drawn):
 
 def reference_grads(name, kind, plain, mask_token, drawn, source,
                     autocast=None):
-    main_net = MODELS.build(classifier_cfg(name, source, kind))
-    main_net.load_state_dict(plain)
-    main_net.train()
-    sub_net = copy.deepcopy(main_net)
-    tie(sub_net, main_net)
-    token = None if mask_token is None else \
-        mask_token.detach().clone().requires_grad_(True)
+    main_net, sub_net, token = tied_pair(classifier_cfg(name, source, kind), plain, mask_token)
     own = []
     sub_features = hand_sub_model(name, kind, timm_model_of(sub_net),
                                   token, own)

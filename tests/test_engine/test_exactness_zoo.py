@@ -23,7 +23,6 @@ from unittest.mock import patch
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 from mmengine.optim import OptimWrapper
 from mmpretrain.models.backbones import LeViT, ViTEVA02
@@ -34,8 +33,9 @@ from mmpretrain.structures import DataSample
 
 import augsub_mm  # noqa: F401
 from augsub_mm.models.families import grid as grid_family
-from augsub_mm.models.utils import masking, sub_pass_seed
-from test_exactness import record_step_grads, tie  # noqa: E402
+from augsub_mm.models.utils import masking
+from test_exactness import (record_step_grads,  # noqa: E402
+                            single_label_step_grads, tied_pair)
 
 NUM_CLASSES = 4
 RATIO = 0.5
@@ -371,39 +371,18 @@ def rope_at_kept(rope, drawn, x, hw):
 
 
 def reference_grads(name, kind, plain, mask_token, drawn):
-    main_net = MODELS.build(classifier_cfg(name))
-    main_net.load_state_dict(plain)
-    main_net.train()
-    sub_net = copy.deepcopy(main_net)
-    tie(sub_net, main_net)
-    token = None if mask_token is None else \
-        mask_token.detach().clone().requires_grad_(True)
+    main_net, sub_net, token = tied_pair(classifier_cfg(name), plain, mask_token)
     own = []
     handles = hand_sub_model(name, kind, sub_net, token, own)
     data = main_net.data_preprocessor(batch(name), True)
     x = data['inputs']
     labels = torch.stack([s.gt_label for s in data['data_samples']])[:, 0]
-    torch.manual_seed(7)
-    # From the run's seed, as the step does before its main pass (RevViT's
-    # layers reseed the generator).
-    seed = sub_pass_seed(0)
-    main_score = main_net.head(main_net.extract_feat(x))
-    main_loss = F.cross_entropy(main_score, labels)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        sub_score = sub_net.head(sub_net.extract_feat(x))
-    teacher = main_score.detach().softmax(-1)
-    sub_loss = -(teacher * sub_score.log_softmax(-1)).sum(-1).mean()
-    ((main_loss + sub_loss) / 2).backward()  # one autograd call
+    grads = single_label_step_grads(
+        main_net, lambda x: main_net.head(main_net.extract_feat(x)),
+        lambda x: sub_net.head(sub_net.extract_feat(x)), x, labels, own,
+        drawn, token)
     for h in handles:
         h.remove()
-    assert len(own) == len(drawn)
-    for mine, theirs in zip(own, drawn):
-        assert torch.equal(mine, theirs)
-    grads = {n: p.grad for n, p in main_net.named_parameters()
-             if p.grad is not None}
-    if token is not None:
-        grads['augsub.mask_token'] = token.grad
     return grads
 
 

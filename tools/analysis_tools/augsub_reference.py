@@ -294,15 +294,11 @@ def reference_grads(family, kind, plain_state, mask_token, drawn, counts,
                     frozen=False, autocast=None, device='cpu',
                     host_drawn_drop_path=False):
     device = torch.device(device)
-    main_net = MODELS.build(classifier_cfg(family, frozen=frozen))
-    main_net.load_state_dict(plain_state)
-    main_net.to(device).train()
     # The sub-model is the same network (the very same parameters) with the
     # sub-model's settings made by hand on a second module tree.
-    sub_net = copy.deepcopy(main_net)
-    tie(sub_net, main_net)
-    token = None if mask_token is None else \
-        mask_token.detach().clone().to(device).requires_grad_(True)
+    main_net, sub_net, token = tied_pair(
+        classifier_cfg(family, frozen=frozen), plain_state, mask_token,
+        device)
     own_draws = []
     handles = hand_sub_model(family, kind, sub_net, own_draws, token,
                              host_drawn_drop_path)
@@ -361,11 +357,27 @@ def tie(module, source):
         owner._parameters[leaf] = param
 
 
+def tied_pair(cfg, plain_state, mask_token=None, device='cpu'):
+    """The reference's two module trees: the plain classifier built from
+    ``cfg`` with ``plain_state``, in training mode (the main model), and a
+    deep copy of it whose parameters are the very same objects (the
+    sub-model's settings are then made by hand on it); and a fresh leaf
+    copy of ``mask_token`` (None without one)."""
+    main_net = MODELS.build(cfg)
+    main_net.load_state_dict(plain_state)
+    main_net.to(device).train()
+    sub_net = copy.deepcopy(main_net)
+    tie(sub_net, main_net)
+    token = None if mask_token is None else \
+        mask_token.detach().clone().to(device).requires_grad_(True)
+    return main_net, sub_net, token
+
+
 def single_label_step_grads(main_net, main_scores, sub_scores, x, labels,
                             own_draws, drawn, mask_token=None, autocast=None,
                             main_seed=7):
     """The reference step on a single-label batch (the timm and
-    transformers classifiers' tests), by hand: the main pass
+    transformers classifiers' tests, the zoo matrix), by hand: the main pass
     (``main_scores(x)``, its own draws from ``main_seed``, as the tested
     step's) and its cross-entropy; the sub pass (``sub_scores(x)``) under
     the sub pass's seed of iteration 0 and its soft-target cross-entropy
@@ -375,6 +387,8 @@ def single_label_step_grads(main_net, main_scores, sub_scores, x, labels,
     drawn by hand (``own_draws``) are AugSub's (``drawn``); returns the
     gradients of ``main_net``'s parameters and of ``mask_token``."""
     torch.manual_seed(main_seed)
+    # From the run's seed, as the step does before its main pass (RevViT's
+    # layers reseed the generator).
     seed = sub_pass_seed(0)
 
     def cast():
