@@ -211,7 +211,10 @@ class TimmGridFamily(TimmFamily, GridTokenFamily):
         return stride
 
     def mask_block_tokens(self, block_pixels, stride=None):
-        conv = self.embed_conv_stride() if stride is not None else None
+        if stride is not None and not hasattr(self, '_conv_stride'):
+            # Once: called at every sub pass, and the embedding is fixed.
+            self._conv_stride = self.embed_conv_stride()
+        conv = self._conv_stride if stride is not None else None
         if conv is not None and any(s % conv for s in stride):
             # Tokens counted as if each covered its own stride x stride
             # pixels, and the convolutions say otherwise: patches that

@@ -130,7 +130,7 @@ class AugMask(BaseSubModel):
 
     def check(self, family: BackboneFamily) -> None:
         if self.resolve(family) == 'mask_token':
-            family.mask_block_tokens(self._block_pixels())
+            family.mask_block_tokens(self.input_patch_size)
 
     def bind(self, backbone: nn.Module) -> None:
         super().bind(backbone)
@@ -203,14 +203,8 @@ class AugMask(BaseSubModel):
                 SwitchedHook(self.switch, self._mask_input))]
         else:
             handles, site = family.mask_token_hooks(
-                self, self.ratio, self._block_pixels(), self.switch)
+                self, self.ratio, self.input_patch_size, self.switch)
         return handles + self.count_calls([site])
-
-    def _block_pixels(self) -> Union[int, str]:
-        """Block side of mask-token masking, in input pixels, or 'auto'
-        (the family's ``mask_block_tokens`` takes the nearest whole number
-        of tokens to 32 px)."""
-        return self.input_patch_size
 
     def input_patch(self, height: int, width: int) -> int:
         """Patch side of input masking on a ``height`` x ``width`` input."""
