@@ -137,6 +137,18 @@ def test_auto_mask_token_blocks_are_the_whole_tokens_nearest_32_px():
             torch.optim.SGD(explicit.parameters(), lr=0.1)))
 
 
+def test_non_square_tokens_are_refused_by_name():
+    """A token grid of other strides across than down (a non-square
+    input's rounding) has no square blocks of whole tokens, 'auto' or not."""
+    from augsub_mm.models.families import get_family
+    family = get_family(MODELS.build(switched(timm_cfg(SWIN))).backbone)
+    for block in (32, 'auto'):
+        with pytest.raises(ValueError, match='cannot mask square blocks'
+                           r'.* 4 x 8 input pixels per token'):
+            family.mask_block_tokens(block, (4, 8))
+    assert family.mask_block_tokens('auto', (4, 4)) == 8
+
+
 def test_plain_training_loss_is_refused_as_for_image_classifiers():
     model = MODELS.build(switched(timm_cfg())).train()
     with pytest.raises(RuntimeError, match='AugSubTimmClassifier was asked '
