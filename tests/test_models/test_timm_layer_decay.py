@@ -144,3 +144,16 @@ def test_mmpretrain_layer_decay_on_a_timm_model_names_ours():
         build_optim_wrapper(model, optim_cfg(
             'AugSubOptimWrapperConstructor',
             base_constructor='LearningRateDecayOptimWrapperConstructor'))
+
+
+def test_features_only_backbone_is_refused_by_name():
+    """timm's features_only wrappers have no layer grouping."""
+    model = MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(type='TIMMBackbone', pretrained=False,
+                      features_only=True, out_indices=(-1, ),
+                      model_name='resnet18'),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=4, in_channels=512)))
+    with pytest.raises(TypeError, match='has no group_matcher.*features_only'):
+        build_optim_wrapper(model, optim_cfg())
